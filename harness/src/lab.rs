@@ -1,0 +1,572 @@
+//! The lab: mock-gitlab in-process, the real gitlab-runner in a rootless Podman container, one run id.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use runnerlab::{Executor, Lab};
+//! let lab = Lab::start(Executor::Shell).await?;
+//! let run = lab.pipeline("hello").run().await?;
+//! assert_eq!(run.job("hello").status(), "success");
+//! # Ok(()) }
+//! ```
+//!
+//! Everything the lab creates carries `runnerlab.run=<run id>` and is removed when the lab is
+//! dropped — also while a test panics. A run whose owner died without dropping (SIGKILL) is removed
+//! by the reaper the next time any lab starts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mock_gitlab::{CreatedRunner, JobRecord, MockGitlab, PipelineRecord, RunnerSpec};
+
+use crate::forge::images::{self, LabImages};
+use crate::forge::runner::{self, ForgedRunner, GetOptions};
+use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_tag};
+use crate::redact::{self, scrub};
+use crate::{paths, reaper};
+
+/// How the runner executes jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// Jobs run inside the runner container.
+    Shell,
+    /// The docker executor pointed at the rootless Podman socket.
+    Docker,
+    /// The custom executor driving podman through fixtures/executors/podman scripts.
+    Custom,
+}
+
+impl Executor {
+    pub const ALL: [Executor; 3] = [Executor::Shell, Executor::Docker, Executor::Custom];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Executor::Shell => "shell",
+            Executor::Docker => "docker",
+            Executor::Custom => "custom",
+        }
+    }
+}
+
+impl FromStr for Executor {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shell" => Ok(Executor::Shell),
+            "docker" => Ok(Executor::Docker),
+            "custom" => Ok(Executor::Custom),
+            other => bail!("unknown executor {other:?}: expected one of shell, docker, custom"),
+        }
+    }
+}
+
+impl std::fmt::Display for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to start a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub executor: Executor,
+    pub runner: GetOptions,
+    /// How long the runner may take to register and poll for the first time.
+    pub ready_timeout: Duration,
+}
+
+impl LabOptions {
+    pub fn new(executor: Executor) -> LabOptions {
+        LabOptions {
+            executor,
+            runner: GetOptions::default(),
+            ready_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A new run id: `rl-` and 8 hex digits; short enough for container names, unique per run.
+pub fn new_run_id() -> String {
+    format!("rl-{:08x}", rand::random::<u32>())
+}
+
+/// Removes everything labelled with the run id when dropped (normal exit or panic).
+struct RunGuard {
+    run_id: String,
+    podman: Podman,
+    out_dir: PathBuf,
+    runner_ctr: Mutex<Option<String>>,
+}
+
+impl RunGuard {
+    fn cleanup(&self) -> Result<Resources> {
+        if let Some(ctr) = self
+            .runner_ctr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            // Keep the runner's own log next to the report: the first thing to read when a job fails.
+            if let Ok(out) = self.podman.std_command(["logs", &ctr]).output() {
+                let mut log = out.stdout;
+                log.extend_from_slice(&out.stderr);
+                let _ = paths::write_atomic(
+                    &self.out_dir.join("runner.log"),
+                    scrub(&String::from_utf8_lossy(&log)).as_bytes(),
+                );
+            }
+        }
+        self.podman.remove_run(&self.run_id)
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.cleanup() {
+            eprintln!("runnerlab: cleanup of {} incomplete: {e:#}", self.run_id);
+        }
+    }
+}
+
+/// A running lab. Drop it (or call [`Lab::shutdown`]) to remove everything it created.
+pub struct Lab {
+    run_id: String,
+    executor: Executor,
+    podman: Podman,
+    mock: MockGitlab,
+    runner: ForgedRunner,
+    images: LabImages,
+    registered: CreatedRunner,
+    runner_ctr: String,
+    config_volume: String,
+    projects: Mutex<HashMap<String, String>>,
+    out_dir: PathBuf,
+    started_in: Duration,
+    register_output: String,
+    // Field order matters: the guard removes containers before the mock's data dir goes away.
+    guard: RunGuard,
+    _data: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Start a lab with the default runner for `executor`.
+    pub async fn start(executor: Executor) -> Result<Lab> {
+        Lab::start_with(LabOptions::new(executor)).await
+    }
+
+    pub async fn start_with(opts: LabOptions) -> Result<Lab> {
+        let t0 = Instant::now();
+        if opts.executor != Executor::Shell {
+            bail!(
+                "executor {} is not supported by this runnerlab yet (only shell; docker and custom are tracked in the executor-matrix issue)",
+                opts.executor
+            );
+        }
+        let podman = Podman::lab()?;
+        // Leftovers of killed runs go first, so that they cannot pile up across test runs.
+        reaper::reap_dead(std::slice::from_ref(&podman));
+        let runner = runner::get(&opts.runner).await?;
+        let images = images::ensure(&runner, &crate::forge::base::stores()?).await?;
+        let run_id = new_run_id();
+        let out_dir = paths::run_output_dir(&run_id);
+        std::fs::create_dir_all(&out_dir)?;
+        let guard = RunGuard {
+            run_id: run_id.clone(),
+            podman: podman.clone(),
+            out_dir: out_dir.clone(),
+            runner_ctr: Mutex::new(None),
+        };
+        let data = tempfile::Builder::new()
+            .prefix(&format!("runnerlab-{run_id}-"))
+            .tempdir()?;
+        let cfg = mock_gitlab::Config {
+            // The rootless runner container reaches the host's loopback through slirp4netns at 10.0.2.2.
+            external_host: Some("10.0.2.2".into()),
+            data_dir: data.path().to_path_buf(),
+            ..Default::default()
+        };
+        let mock = MockGitlab::start(cfg)
+            .await
+            .context("starting mock-gitlab")?;
+        redact::register_secret(&mock.registration_token());
+        let registered = mock.create_runner(RunnerSpec {
+            description: format!("{run_id}-runner"),
+            tags: vec![],
+            run_untagged: true,
+        });
+        redact::register_secret(&registered.token);
+        let owner = owner_tag();
+        let labels = [
+            "--label".to_owned(),
+            format!("{RUN_LABEL}={run_id}"),
+            "--label".to_owned(),
+            format!("{OWNER_LABEL}={owner}"),
+        ];
+        let config_volume = format!("{run_id}-config");
+        let mut args: Vec<String> = vec!["volume".into(), "create".into()];
+        args.extend(labels.iter().cloned());
+        args.push(config_volume.clone());
+        podman.run(&args).await?;
+
+        let one_shot = |name: &str, cmd: &[&str]| -> Vec<String> {
+            let mut a: Vec<String> = vec![
+                "run".into(),
+                "--rm".into(),
+                "--name".into(),
+                format!("{run_id}-{name}"),
+            ];
+            a.extend(labels.iter().cloned());
+            a.extend(common_run_args(&config_volume));
+            a.push(images.runner.clone());
+            a.extend(cmd.iter().map(|s| s.to_string()));
+            a
+        };
+        let url = mock.external_url();
+        let name = format!("{run_id}-runner");
+        let register = podman
+            .run(one_shot(
+                "register",
+                &[
+                    "register",
+                    "--non-interactive",
+                    "--url",
+                    &url,
+                    "--token",
+                    &registered.token,
+                    "--executor",
+                    opts.executor.name(),
+                    "--name",
+                    &name,
+                ],
+            ))
+            .await
+            .context("gitlab-runner register")?;
+        let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
+
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
+        args.extend(labels.iter().cloned());
+        args.extend(common_run_args(&config_volume));
+        args.push(images.runner.clone());
+        podman
+            .run(&args)
+            .await
+            .context("starting the runner container")?;
+        *guard.runner_ctr.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+
+        let lab = Lab {
+            run_id,
+            executor: opts.executor,
+            podman,
+            mock,
+            runner,
+            images,
+            registered,
+            runner_ctr: name,
+            config_volume,
+            projects: Mutex::new(HashMap::new()),
+            out_dir,
+            started_in: Duration::ZERO,
+            register_output,
+            guard,
+            _data: data,
+        };
+        lab.wait_polling(opts.ready_timeout).await?;
+        Ok(Lab {
+            started_in: t0.elapsed(),
+            ..lab
+        })
+    }
+
+    /// Wait until the runner has asked for a job since `since` polls (the sign that it is up).
+    async fn wait_polls_beyond(&self, since: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.poll_count() > since {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let logs = self
+                    .podman
+                    .run(["logs", "--tail", "30", &self.runner_ctr])
+                    .await
+                    .map(|o| format!("{}{}", o.stdout, o.stderr))
+                    .unwrap_or_default();
+                bail!(
+                    "the runner did not ask mock-gitlab for a job within {timeout:?}; last runner log lines:\n{}",
+                    scrub(&logs)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_polling(&self, timeout: Duration) -> Result<()> {
+        self.wait_polls_beyond(0, timeout).await
+    }
+
+    fn poll_count(&self) -> u64 {
+        self.mock
+            .runners()
+            .into_iter()
+            .find(|r| r.id == self.registered.id)
+            .map(|r| r.poll_count)
+            .unwrap_or(0)
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+    pub fn executor(&self) -> Executor {
+        self.executor
+    }
+    pub fn mock(&self) -> &MockGitlab {
+        &self.mock
+    }
+    pub fn podman(&self) -> &Podman {
+        &self.podman
+    }
+    pub fn runner(&self) -> &ForgedRunner {
+        &self.runner
+    }
+    pub fn images(&self) -> &LabImages {
+        &self.images
+    }
+    pub fn runner_container(&self) -> &str {
+        &self.runner_ctr
+    }
+    pub fn config_volume(&self) -> &str {
+        &self.config_volume
+    }
+    /// The mock's id of the registered runner.
+    pub fn runner_id(&self) -> u64 {
+        self.registered.id
+    }
+    /// What `gitlab-runner register` printed (secrets removed).
+    pub fn register_output(&self) -> &str {
+        &self.register_output
+    }
+    /// Wall time of [`Lab::start`].
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+    /// `target/runnerlab/<run id>/`.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Run `gitlab-runner ARGS…` inside the running runner container (like `podman exec`).
+    pub async fn exec_runner(&self, args: &[&str]) -> Result<String> {
+        let mut a = vec!["exec", &self.runner_ctr, "gitlab-runner"];
+        a.extend_from_slice(args);
+        let out = self.podman.run(a).await?;
+        Ok(scrub(&format!("{}{}", out.stdout, out.stderr)))
+    }
+
+    /// Restart the runner container and wait until it polls again (config must come from the volume).
+    pub async fn restart_runner(&self) -> Result<()> {
+        let before = self.poll_count();
+        self.podman
+            .run(["restart", "-t", "5", &self.runner_ctr])
+            .await?;
+        self.wait_polls_beyond(before, Duration::from_secs(60))
+            .await
+    }
+
+    /// A pipeline of fixture project `fixtures/projects/<project>`.
+    pub fn pipeline(&self, project: &str) -> PipelineBuilder<'_> {
+        PipelineBuilder {
+            lab: self,
+            project: project.to_owned(),
+            git_ref: "main".into(),
+            timeout: Duration::from_secs(180),
+        }
+    }
+
+    /// Register fixture `project` with the mock once; returns its path on the mock.
+    fn project_path(&self, project: &str) -> Result<String> {
+        let mut known = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = known.get(project) {
+            return Ok(p.clone());
+        }
+        let dir = paths::fixtures().join("projects").join(project);
+        if !dir.join(".gitlab-ci.yml").is_file() {
+            bail!(
+                "no fixture project {project:?}: {} has no .gitlab-ci.yml\n  fix: add it, or use one of: {}",
+                dir.display(),
+                list_projects().join(", ")
+            );
+        }
+        let path = format!("runnerlab/{project}");
+        self.mock
+            .add_project(&path, &dir)
+            .with_context(|| format!("adding project {}", dir.display()))?;
+        known.insert(project.to_owned(), path.clone());
+        Ok(path)
+    }
+
+    /// Remove everything this lab created and return what was removed. Dropping does the same.
+    pub async fn shutdown(self) -> Result<Resources> {
+        let mock = self.mock.clone();
+        mock.shutdown().await;
+        self.guard.cleanup()
+    }
+}
+
+/// Arguments every runner container gets: network that reaches the host's loopback, the config volume.
+fn common_run_args(config_volume: &str) -> Vec<String> {
+    vec![
+        "--network".into(),
+        "slirp4netns:allow_host_loopback=true".into(),
+        "-v".into(),
+        format!("{config_volume}:/etc/gitlab-runner"),
+    ]
+}
+
+/// Names of the fixture projects.
+pub fn list_projects() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(paths::fixtures().join("projects"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join(".gitlab-ci.yml").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A pipeline about to run.
+pub struct PipelineBuilder<'a> {
+    lab: &'a Lab,
+    project: String,
+    git_ref: String,
+    timeout: Duration,
+}
+
+impl PipelineBuilder<'_> {
+    pub fn git_ref(mut self, r: &str) -> Self {
+        self.git_ref = r.to_owned();
+        self
+    }
+
+    /// How long the whole pipeline may take before `run` fails (default 180 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Create the pipeline on the mock and wait for it to finish.
+    pub async fn run(self) -> Result<PipelineRun> {
+        let path = self.lab.project_path(&self.project)?;
+        let started = Instant::now();
+        let id = self
+            .lab
+            .mock
+            .create_pipeline(&path, &self.git_ref)
+            .map_err(|e| anyhow!("{e}"))?;
+        let record = self.lab.mock.wait_pipeline(id, self.timeout).await?;
+        let wall = started.elapsed();
+        let jobs: Vec<JobRecord> = self
+            .lab
+            .mock
+            .jobs()
+            .into_iter()
+            .filter(|j| j.pipeline_id == record.id)
+            .collect();
+        let run = PipelineRun {
+            project: self.project,
+            record,
+            jobs,
+            wall,
+            executor: self.lab.executor,
+        };
+        run.save_traces(&self.lab.out_dir)?;
+        Ok(run)
+    }
+}
+
+/// A finished pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineRun {
+    pub project: String,
+    pub record: PipelineRecord,
+    pub jobs: Vec<JobRecord>,
+    /// From pipeline creation to its end, as the harness saw it.
+    pub wall: Duration,
+    pub executor: Executor,
+}
+
+impl PipelineRun {
+    /// The job called `name`. Panics with the list of jobs if there is none: tests want that.
+    pub fn job(&self, name: &str) -> JobView<'_> {
+        match self.jobs.iter().find(|j| j.name == name) {
+            Some(j) => JobView { job: j },
+            None => panic!(
+                "pipeline of {} has no job {name:?}; jobs: {:?}",
+                self.project,
+                self.jobs.iter().map(|j| &j.name).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    pub fn status(&self) -> String {
+        self.record.status.to_string()
+    }
+
+    /// Where a job's trace is kept: `<out>/<project>/<job>.<mode>.log` (normalised, secrets removed).
+    pub fn trace_path(&self, out: &Path, job: &str) -> PathBuf {
+        out.join("traces")
+            .join(&self.project)
+            .join(format!("{job}.{}.log", self.executor))
+    }
+
+    fn save_traces(&self, out: &Path) -> Result<()> {
+        for j in &self.jobs {
+            let p = self.trace_path(out, &j.name);
+            paths::write_atomic(&p, JobView { job: j }.trace().as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// One job of a finished pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct JobView<'a> {
+    pub job: &'a JobRecord,
+}
+
+impl JobView<'_> {
+    pub fn status(&self) -> String {
+        self.job.status.to_string()
+    }
+    pub fn failure_reason(&self) -> Option<&str> {
+        self.job.failure_reason.as_deref()
+    }
+    pub fn exit_code(&self) -> Option<i32> {
+        self.job.exit_code
+    }
+    pub fn checksum_ok(&self) -> Option<bool> {
+        self.job.checksum_ok
+    }
+    /// The trace as the mock assembled it, normalised (timestamps, ANSI and section markers
+    /// stripped) and with every secret removed.
+    pub fn trace(&self) -> String {
+        scrub(&mock_gitlab::normalize_trace(&self.job.trace_text()))
+    }
+    /// The trace ready for a snapshot: [`JobView::trace`] with run-specific values replaced.
+    pub fn snapshot(&self) -> String {
+        redact::normalize_for_snapshot(&self.trace())
+    }
+    /// From the runner's first `running` update to its final update, as the mock recorded it.
+    pub fn duration(&self) -> Option<Duration> {
+        match (self.job.started_at, self.job.finished_at) {
+            (Some(s), Some(f)) => Some(f.saturating_duration_since(s)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! runnerlab: a conformance suite and test harness for GitLab Runner on rootless Podman.
+//!
+//! The map is in ARCHITECTURE.md. In short: [`forge`] gets the real runner and builds images,
+//! [`host`] provisions and diagnoses the machine, [`lab`] brings up mock-gitlab plus a runner
+//! container under one run id, [`conformance`] holds the cases, [`report`] writes what they found,
+//! [`reaper`] removes what killed runs left, and [`redact`] keeps secrets out of everything.
+
+pub mod bench;
+pub mod conformance;
+pub mod forge;
+pub mod host;
+pub mod lab;
+pub mod paths;
+pub mod podman;
+pub mod reaper;
+pub mod redact;
+pub mod report;
+pub mod service;
+
+pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun};

@@ -1,0 +1,310 @@
+//! The `runnerlab` command line. `cargo lab …` is an alias for it (see .cargo/config.toml).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use runnerlab::forge::runner::{GetOptions, Source};
+use runnerlab::lab::Executor;
+use runnerlab::{bench, conformance, forge, host, podman, reaper, redact};
+
+#[derive(Parser)]
+#[command(
+    name = "runnerlab",
+    version,
+    about = "Conformance suite and test harness for GitLab Runner on rootless Podman",
+    long_about = "Runs the real gitlab-runner in rootless Podman against a mock GitLab coordinator, \
+                  in shell, docker and custom executor modes, and reports what works.\n\n\
+                  First time on a machine: `runnerlab setup` (as root), then `runnerlab conformance`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Provision this host (packages, Podman config, rootless user, test runner, runner and images). Idempotent.
+    Setup {
+        /// Skip the runner forge and images (host only).
+        #[arg(long)]
+        host_only: bool,
+        /// Do not install cargo-nextest.
+        #[arg(long)]
+        no_nextest: bool,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// Check the host and say what is wrong and how to fix it.
+    Doctor,
+    /// Get, build or verify the real gitlab-runner.
+    #[command(subcommand)]
+    Runner(RunnerCmd),
+    /// Run the conformance cases and write target/runnerlab/<run>/report.{json,md} and junit.xml.
+    Conformance {
+        /// Executor modes: shell, docker, custom or all (repeatable).
+        #[arg(long = "executor", short = 'e', default_value = "shell")]
+        executors: Vec<String>,
+        /// Only these cases (repeatable); see `runnerlab cases`.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// List the conformance cases.
+    Cases,
+    /// Measure end-to-end overhead, dispatch latency and set-up times.
+    Bench {
+        /// Number of trivial jobs to time.
+        #[arg(long, default_value_t = 10)]
+        jobs: usize,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// Remove containers, volumes and networks left by killed runs.
+    Reap {
+        /// Remove every runnerlab resource, even of runs that look alive.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunnerCmd {
+    /// Return a verified runner (build or extract it if the cache has none) and its images.
+    Get {
+        #[command(flatten)]
+        runner: RunnerArgs,
+        /// Only the binaries, no images.
+        #[arg(long)]
+        no_images: bool,
+        /// Print the provenance record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the versions in fixtures/runner-versions.toml.
+    Versions,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct RunnerArgs {
+    /// Runner version (a row of fixtures/runner-versions.toml); default: the row marked default.
+    #[arg(long = "runner-version", alias = "version", value_name = "V")]
+    version: Option<String>,
+    /// Where to get it: path:/abs/gitlab-runner, image:<ref> or module:<pseudo-version>.
+    #[arg(long = "from", value_name = "SOURCE")]
+    from: Option<String>,
+    /// Helper binary for a path: source (default: gitlab-runner-helper next to the runner).
+    #[arg(long, value_name = "PATH")]
+    helper: Option<PathBuf>,
+}
+
+impl RunnerArgs {
+    fn options(&self) -> Result<GetOptions> {
+        let from = self.from.as_deref().map(str::parse::<Source>).transpose()?;
+        let helper = match &self.helper {
+            Some(h) => {
+                let s = h.to_string_lossy();
+                Some(PathBuf::from(s.strip_prefix("path:").unwrap_or(&s)))
+            }
+            None => None,
+        };
+        Ok(GetOptions {
+            version: self.version.clone(),
+            from,
+            helper,
+        })
+    }
+}
+
+fn parse_executors(v: &[String]) -> Result<Vec<Executor>> {
+    let mut out = Vec::new();
+    for s in v {
+        for part in s.split(',') {
+            if part == "all" {
+                out.extend(Executor::ALL);
+            } else {
+                out.push(part.parse()?);
+            }
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+async fn ensure_nextest() -> Result<()> {
+    let have = std::process::Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if have {
+        println!("  ✓ cargo-nextest installed");
+        return Ok(());
+    }
+    println!("  → cargo install cargo-nextest --locked (a few minutes, once)");
+    let st = tokio::process::Command::new("cargo")
+        .args(["install", "cargo-nextest", "--locked"])
+        .status()
+        .await
+        .context("running cargo install")?;
+    if !st.success() {
+        bail!("cargo install cargo-nextest failed ({st})");
+    }
+    Ok(())
+}
+
+async fn get_runner(args: &RunnerArgs, images: bool) -> Result<forge::runner::ForgedRunner> {
+    let r = forge::runner::get(&args.options()?).await?;
+    if images {
+        let imgs = forge::images::ensure(&r, &forge::base::stores()?).await?;
+        println!(
+            "images: {} {} (base {})",
+            imgs.runner, imgs.helper, imgs.base
+        );
+    }
+    Ok(r)
+}
+
+async fn real_main(cli: Cli) -> Result<bool> {
+    match cli.cmd {
+        Cmd::Setup {
+            host_only,
+            no_nextest,
+            runner,
+        } => {
+            println!("host:");
+            host::setup()?;
+            if !no_nextest {
+                ensure_nextest().await?;
+            }
+            if !host_only {
+                let r = get_runner(&runner, true).await?;
+                println!("runner: {}", r.describe());
+            }
+            Ok(true)
+        }
+        Cmd::Doctor => Ok(host::print_checks(&host::doctor())),
+        Cmd::Runner(RunnerCmd::Get {
+            runner,
+            no_images,
+            json,
+        }) => {
+            let r = get_runner(&runner, !no_images).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r.provenance)?);
+            } else {
+                println!("{}", r.describe());
+                println!(
+                    "  runner  {} (sha256 {})",
+                    r.runner_bin().display(),
+                    r.provenance.runner_sha256
+                );
+                println!(
+                    "  helper  {} (sha256 {})",
+                    r.helper_bin().display(),
+                    r.provenance.helper_sha256
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Runner(RunnerCmd::Versions) => {
+            for v in forge::runner::versions()? {
+                println!(
+                    "{:<10} {}{}  module:{}  image:{}",
+                    v.name,
+                    v.revision,
+                    if v.default { " (default)" } else { "" },
+                    v.pseudo_version.as_deref().unwrap_or("-"),
+                    v.image.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Cases => {
+            for c in conformance::cases() {
+                let modes: Vec<&str> = c.modes.iter().map(|m| m.name()).collect();
+                println!("{:<28} [{}] {}", c.name, modes.join(","), c.about);
+            }
+            Ok(true)
+        }
+        Cmd::Conformance {
+            executors,
+            cases,
+            runner,
+        } => {
+            let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
+            for c in &cases {
+                if !known.contains(&c.as_str()) {
+                    bail!("unknown case {c:?}; known cases: {}", known.join(", "));
+                }
+            }
+            let opts = conformance::SuiteOptions {
+                modes: parse_executors(&executors)?,
+                runner: runner.options()?,
+                only: cases,
+            };
+            let (report, dir) = conformance::run_suite(&opts).await?;
+            let counts = report.counts();
+            println!("runner: {}", report.environment.runner.describe);
+            println!(
+                "{} passed, {} failed, {} known findings, {} skipped",
+                counts.get("passed").unwrap_or(&0),
+                counts.get("failed").unwrap_or(&0),
+                counts.get("known-finding").unwrap_or(&0),
+                counts.get("skipped").unwrap_or(&0)
+            );
+            println!("report: {}", dir.join("report.md").display());
+            Ok(counts.get("failed").copied().unwrap_or(0) == 0)
+        }
+        Cmd::Bench { jobs, runner } => {
+            let (report, dir) = bench::run(jobs, &runner.options()?).await?;
+            print!("{report}");
+            println!("bench.json: {}", dir.join("bench.json").display());
+            Ok(true)
+        }
+        Cmd::Reap { all } => {
+            let mut stores = vec![podman::Podman::lab()?];
+            if podman::is_root() {
+                stores.push(podman::Podman::rootful());
+            }
+            let removed = reaper::reap(&stores, all);
+            if removed.is_empty() {
+                println!("nothing to reap");
+            }
+            for (run, r) in removed {
+                println!("reaped {run}: {r}");
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNERLAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnerlab: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("runnerlab: error: {}", redact::scrub(&format!("{e:#}")));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Podman control: one [`Podman`] per store (rootful or rootless). Commands go through the podman CLI,
+//! which is the interface users script against; the API socket is used where the runner uses it
+//! (see [`crate::service`]).
+//!
+//! When the harness runs as root, rootless commands are run as the lab user through `setpriv`
+//! (not `runuser`, whose pid is not podman's); when it runs as an ordinary user it *is* the lab user.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+
+use crate::redact::scrub;
+
+/// The label every resource the harness creates carries; its value is the run id.
+pub const RUN_LABEL: &str = "runnerlab.run";
+/// `<pid>:<start time>` of the process that owns a run; the reaper uses it to tell dead runs.
+pub const OWNER_LABEL: &str = "runnerlab.owner";
+/// Content hash of the inputs an image was built from.
+pub const INPUT_LABEL: &str = "runnerlab.input-hash";
+
+/// The unprivileged user that owns the rootless Podman store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl LabUser {
+    /// Default name of the rootless user; `RUNNERLAB_USER` overrides it.
+    pub const DEFAULT_NAME: &'static str = "runner-user";
+
+    pub fn configured_name() -> String {
+        std::env::var("RUNNERLAB_USER").unwrap_or_else(|_| Self::DEFAULT_NAME.to_owned())
+    }
+
+    /// Look the user up in the passwd database. When the harness itself runs unprivileged, the
+    /// current user is the lab user whatever `RUNNERLAB_USER` says.
+    pub fn lookup() -> Result<LabUser> {
+        let name = if is_root() {
+            Self::configured_name()
+        } else {
+            std::env::var("USER").unwrap_or_default()
+        };
+        let name = if name.is_empty() {
+            current_user_name()?
+        } else {
+            name
+        };
+        let out = std::process::Command::new("getent")
+            .args(["passwd", &name])
+            .output()
+            .context("running getent")?;
+        if !out.status.success() {
+            bail!(
+                "the rootless user {name:?} does not exist.\n  fix: run `cargo lab setup` (as root), or create it: \
+                 useradd -m -u 1001 -U -s /bin/bash {name}  (or set RUNNERLAB_USER to an existing user)"
+            );
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = line.trim().split(':').collect();
+        if f.len() < 7 {
+            bail!("unexpected passwd entry for {name}: {line}");
+        }
+        Ok(LabUser {
+            name,
+            uid: f[2].parse().context("uid")?,
+            gid: f[3].parse().context("gid")?,
+            home: PathBuf::from(f[5]),
+        })
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/user/{}", self.uid))
+    }
+
+    /// The rootless Podman API socket as the runner's docker executor sees it.
+    pub fn socket_path(&self) -> PathBuf {
+        self.runtime_dir().join("podman/podman.sock")
+    }
+}
+
+fn current_user_name() -> Result<String> {
+    let out = std::process::Command::new("id").arg("-un").output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Which Podman store a command talks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Store {
+    Rootful,
+    Rootless(LabUser),
+}
+
+impl Store {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::Rootful => "rootful",
+            Store::Rootless(_) => "rootless",
+        }
+    }
+}
+
+/// A handle on one Podman store.
+#[derive(Clone, Debug)]
+pub struct Podman {
+    store: Store,
+}
+
+/// What a finished podman command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Podman {
+    pub fn rootful() -> Podman {
+        Podman {
+            store: Store::Rootful,
+        }
+    }
+
+    pub fn rootless(user: LabUser) -> Podman {
+        Podman {
+            store: Store::Rootless(user),
+        }
+    }
+
+    /// The rootless store of the configured lab user.
+    pub fn lab() -> Result<Podman> {
+        Ok(Podman::rootless(LabUser::lookup()?))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn user(&self) -> Option<&LabUser> {
+        match &self.store {
+            Store::Rootless(u) => Some(u),
+            Store::Rootful => None,
+        }
+    }
+
+    /// Program and leading arguments that run `podman` in this store.
+    fn argv(&self) -> (OsString, Vec<OsString>) {
+        match &self.store {
+            Store::Rootless(u) if is_root() => {
+                let mut a: Vec<OsString> = vec![
+                    format!("--reuid={}", u.uid).into(),
+                    format!("--regid={}", u.gid).into(),
+                    "--init-groups".into(),
+                    "env".into(),
+                    "-i".into(),
+                    format!("HOME={}", u.home.display()).into(),
+                    format!("USER={}", u.name).into(),
+                    format!("LOGNAME={}", u.name).into(),
+                    "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+                    format!("XDG_RUNTIME_DIR={}", u.runtime_dir().display()).into(),
+                ];
+                a.push("podman".into());
+                ("setpriv".into(), a)
+            }
+            _ => ("podman".into(), Vec::new()),
+        }
+    }
+
+    /// A `tokio` command for `podman ARGS…` in this store, run from `/` so that the lab user can
+    /// always enter the working directory.
+    pub fn command<I, S>(&self, args: I) -> tokio::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let (prog, pre) = self.argv();
+        let mut c = tokio::process::Command::new(prog);
+        c.args(pre)
+            .args(args.into_iter().map(Into::into))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// The same as [`Podman::command`] for synchronous contexts (`Drop`, the reaper, panics).
+    pub fn std_command<I, S>(&self, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let (prog, pre) = self.argv();
+        let mut c = std::process::Command::new(prog);
+        c.args(pre)
+            .args(args.into_iter().map(Into::into))
+            .current_dir("/")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `podman ARGS…`, capture its output, and fail with podman's own words if it fails.
+    pub async fn run<I, S>(&self, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let shown = display_args(&args);
+        let out = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .with_context(|| format!("starting `podman {shown}` ({})", self.store.name()))?;
+        let o = Output {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        if !out.status.success() {
+            bail!(
+                "`podman {shown}` ({} store) failed with {}:\n{}",
+                self.store.name(),
+                out.status,
+                scrub(tail(&o.stderr, 20).trim())
+            );
+        }
+        Ok(o)
+    }
+
+    /// Run `podman ARGS…` and return trimmed stdout.
+    pub async fn text<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Ok(self.run(args).await?.stdout.trim().to_owned())
+    }
+
+    pub async fn image_exists(&self, reference: &str) -> bool {
+        self.command(["image", "exists", reference])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// The value of label `key` on image `reference`, if the image exists and has it.
+    pub async fn image_label(&self, reference: &str, key: &str) -> Option<String> {
+        let fmt = format!("{{{{index .Labels \"{key}\"}}}}");
+        let v = self
+            .text(["image", "inspect", "--format", &fmt, reference])
+            .await
+            .ok()?;
+        (!v.is_empty() && v != "<no value>").then_some(v)
+    }
+
+    /// `podman import` a rootfs tarball, streamed through stdin so that the lab user need not be
+    /// able to read the file.
+    pub async fn import_tar(
+        &self,
+        tar: &Path,
+        tag: &str,
+        changes: &[String],
+        message: &str,
+    ) -> Result<()> {
+        let mut args: Vec<String> = vec!["import".into()];
+        for c in changes {
+            args.push("--change".into());
+            args.push(c.clone());
+        }
+        args.extend(["--message".into(), message.into(), "-".into(), tag.into()]);
+        let file =
+            std::fs::File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
+        let out = self
+            .command(&args)
+            .stdin(Stdio::from(file))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "`podman import {}` ({} store) failed: {}",
+                tar.display(),
+                self.store.name(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Copy an image from this store into `other` (`podman save | podman load`).
+    pub async fn copy_image_to(&self, reference: &str, other: &Podman) -> Result<()> {
+        let mut save = self
+            .command(["save", "--format", "oci-archive", reference])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = save.stdout.take().expect("piped stdout");
+        let stdout: Stdio = stdout.try_into().context("piping podman save")?;
+        let load = other
+            .command(["load"])
+            .stdin(stdout)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await?;
+        let saved = save.wait_with_output().await?;
+        if !saved.status.success() || !load.status.success() {
+            bail!(
+                "copying {reference} from the {} to the {} store failed: {}{}",
+                self.store.name(),
+                other.store.name(),
+                String::from_utf8_lossy(&saved.stderr).trim(),
+                String::from_utf8_lossy(&load.stderr).trim()
+            );
+        }
+        let loaded = String::from_utf8_lossy(&load.stdout);
+        // An oci-archive loads under its name; make sure the tag is what callers ask for.
+        if !other.image_exists(reference).await
+            && let Some(id) = loaded.split_whitespace().last()
+        {
+            other.run(["tag", id, reference]).await?;
+        }
+        Ok(())
+    }
+
+    /// Ids of containers, volumes and networks labelled with `run_id` (or with any run when `None`).
+    pub fn labelled(&self, run_id: Option<&str>) -> Result<Resources> {
+        let filter = match run_id {
+            Some(r) => format!("label={RUN_LABEL}={r}"),
+            None => format!("label={RUN_LABEL}"),
+        };
+        let list = |args: &[&str]| -> Result<Vec<String>> {
+            let out = self
+                .std_command(args)
+                .output()
+                .context("listing podman resources")?;
+            if !out.status.success() {
+                bail!(
+                    "podman {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect())
+        };
+        Ok(Resources {
+            containers: list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])?,
+            volumes: list(&["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"])?,
+            networks: list(&[
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ])?,
+        })
+    }
+
+    /// Remove everything labelled with `run_id`, synchronously (safe in `Drop` and during panics).
+    pub fn remove_run(&self, run_id: &str) -> Result<Resources> {
+        let found = self.labelled(Some(run_id))?;
+        let filter = format!("label={RUN_LABEL}={run_id}");
+        // Containers first: volumes and networks in use cannot be removed.
+        let _ = self
+            .std_command(["rm", "-f", "-t", "2", "--filter", &filter])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for v in &found.volumes {
+            let _ = self
+                .std_command(["volume", "rm", "-f", v])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        for n in &found.networks {
+            let _ = self
+                .std_command(["network", "rm", "-f", n])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let left = self.labelled(Some(run_id))?;
+        if !left.is_empty() {
+            bail!(
+                "could not remove {} of run {run_id}: {left}",
+                self.store.name()
+            );
+        }
+        Ok(found)
+    }
+}
+
+/// Containers, volumes and networks (by name).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Resources {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.volumes.is_empty() && self.networks.is_empty()
+    }
+}
+
+impl std::fmt::Display for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "containers {:?}, volumes {:?}, networks {:?}",
+            self.containers, self.volumes, self.networks
+        )
+    }
+}
+
+fn display_args(args: &[OsString]) -> String {
+    scrub(
+        &args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn tail(s: &str, lines: usize) -> &str {
+    let idx = s
+        .char_indices()
+        .rev()
+        .filter(|(_, c)| *c == '\n')
+        .nth(lines)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(0);
+    &s[idx..]
+}
+
+/// `<pid>:<start time>` of this process: unique even when pids are reused.
+pub fn owner_tag() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", process_start_time(pid).unwrap_or(0))
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields after the closing parenthesis are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process described by an owner tag is still alive.
+pub fn owner_alive(tag: &str) -> bool {
+    let Some((pid, start)) = tag.split_once(':') else {
+        return false;
+    };
+    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+        return false;
+    };
+    process_start_time(pid) == Some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_owner_tag_is_alive_and_a_bogus_one_is_not() {
+        assert!(owner_alive(&owner_tag()));
+        assert!(!owner_alive("999999999:1"));
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 1), "c\n");
+        assert_eq!(tail("a", 5), "a");
+    }
+}

@@ -1,0 +1,128 @@
+//! Secrets never leave the harness: every string that reaches a log, an error, a report or a snapshot
+//! goes through [`scrub`]. Tokens are registered the moment they are created.
+
+use std::sync::{LazyLock, Mutex};
+
+use regex::Regex;
+
+static SECRETS: LazyLock<Mutex<Vec<String>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// The text that replaces a secret, the same marker the runner uses in traces.
+pub const MASK: &str = "[MASKED]";
+
+/// Remember `secret` so that [`scrub`] removes it from any text from now on (process-wide).
+pub fn register_secret(secret: &str) {
+    // Very short strings would mask ordinary words; the harness never makes secrets that short.
+    if secret.len() < 6 {
+        return;
+    }
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_owned());
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+static TOKEN_LIKE: LazyLock<Regex> = LazyLock::new(|| {
+    // GitLab token prefixes (the runner masks the same ones) and basic-auth credentials in URLs.
+    Regex::new(r"(glrt-|glpat-|glcbt-|gldt-|glrtr-)[A-Za-z0-9_\-]+|(://[^:/@\s]+:)[^@\s/]+@")
+        .unwrap()
+});
+
+/// Remove every registered secret and anything token-shaped from `text`.
+pub fn scrub(text: &str) -> String {
+    let mut out = text.to_owned();
+    {
+        let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+        for s in secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+    }
+    TOKEN_LIKE
+        .replace_all(&out, |c: &regex::Captures<'_>| {
+            if let Some(prefix) = c.get(1) {
+                format!("{}{MASK}", prefix.as_str())
+            } else {
+                format!("{}{MASK}@", &c[2])
+            }
+        })
+        .into_owned()
+}
+
+/// Rules that turn a job trace into a stable snapshot: values that change from run to run
+/// (run ids, tokens, times, durations, hashes, paths under temp dirs) become placeholders.
+pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // The per-line timestamp prefix of FF_USE_TIMESTAMPS (the mock strips it already; kept for raw traces).
+        (
+            r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z [0-9a-f]{2}[OE][ +]",
+            "",
+        ),
+        (r"rl-[0-9a-f]{8}", "[RUN]"),
+        (r"system ID: [rs]_[0-9A-Za-z]{12}", "system ID: [SYSTEM_ID]"),
+        (r"\b[0-9a-f]{40}\b", "[SHA]"),
+        (r"\bsha256:[0-9a-f]{64}\b", "sha256:[DIGEST]"),
+        (r"\b[0-9a-f]{64}\b", "[DIGEST]"),
+        (r"\b[0-9a-f]{12}\b", "[SHORT_ID]"),
+        (r"\b[0-9a-f]{8}\b", "[SHORT_SHA]"),
+        (
+            r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d| UTC)?",
+            "[TIME]",
+        ),
+        (r"\b\d+(\.\d+)?(ms|s|m)\b", "[DURATION]"),
+        (r"\b(\d+)m(\d+)s\b", "[DURATION]"),
+        (r"10\.0\.2\.2:\d+", "[COORDINATOR]"),
+        (r"127\.0\.0\.1:\d+", "[COORDINATOR]"),
+        (r"/tmp/[^\s'\x22]+", "[TMP]"),
+        (
+            r"on ([a-z0-9-]+) [A-Za-z0-9_-]{8,}",
+            "on $1 [RUNNER_SHORT_TOKEN]",
+        ),
+        (r"section_(start|end):\d+:", "section_$1:[UNIX]:"),
+    ]
+}
+
+/// Apply [`scrub`] and [`snapshot_filters`] to a trace: what every snapshot stores.
+pub fn normalize_for_snapshot(trace: &str) -> String {
+    let mut out = scrub(trace);
+    for (pat, rep) in snapshot_filters() {
+        let re = Regex::new(pat).expect("snapshot filter regex");
+        out = re.replace_all(&out, rep).into_owned();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secret_and_token_shapes_are_masked() {
+        register_secret("sup3r-s3cret-value");
+        let text =
+            "token sup3r-s3cret-value glrt-abcDEF123_x http://gitlab-ci-token:abc123@host/x.git";
+        let out = scrub(text);
+        assert!(!out.contains("sup3r-s3cret-value"), "{out}");
+        assert!(!out.contains("abcDEF123"), "{out}");
+        assert!(!out.contains("abc123@"), "{out}");
+        assert!(out.contains("glrt-[MASKED]"), "{out}");
+        assert!(out.contains("gitlab-ci-token:[MASKED]@host"), "{out}");
+    }
+
+    #[test]
+    fn snapshot_normalisation_removes_run_specific_values() {
+        let t = "Running with gitlab-runner 19.4.0 (fc1f1862)\n  on rl-0123abcd-runner AbCdEf123456, system ID: s_0123456789ab\nFetching http://10.0.2.2:41234/x.git\nDuration 1.5s at 2026-11-23T18:00:01Z\n";
+        let out = normalize_for_snapshot(t);
+        assert!(out.contains("gitlab-runner 19.4.0 ([SHORT_SHA])"), "{out}");
+        assert!(out.contains("[RUN]"), "{out}");
+        assert!(out.contains("[SYSTEM_ID]"), "{out}");
+        assert!(out.contains("[COORDINATOR]"), "{out}");
+        assert!(
+            out.contains("[DURATION]") && out.contains("[TIME]"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! The conformance report: `report.json` (schema `runnerlab.report/1`, documented in
+//! ARCHITECTURE.md), `report.md` (a table of cases × modes) and `junit.xml` for CI. Each file is
+//! written completely or not at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::paths::write_atomic;
+use crate::redact::scrub;
+
+pub const SCHEMA: &str = "runnerlab.report/1";
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Passed,
+    Failed,
+    KnownFinding,
+    Skipped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub mode: String,
+    pub status: Status,
+    pub duration_s: f64,
+    /// Path of the main job's normalised trace, relative to the report.
+    pub trace: Option<String>,
+    /// Failure message, skip reason or note.
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunnerEnv {
+    pub version: String,
+    pub revision: String,
+    pub source: String,
+    pub compat: Option<String>,
+    pub describe: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PodmanEnv {
+    pub version: String,
+    pub rootless: bool,
+    pub runtime: String,
+    pub cgroup_version: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Environment {
+    pub runner: RunnerEnv,
+    pub podman: PodmanEnv,
+    pub kernel: String,
+    pub harness_version: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub run_id: String,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub environment: Environment,
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for c in &self.cases {
+            let k = match c.status {
+                Status::Passed => "passed",
+                Status::Failed => "failed",
+                Status::KnownFinding => "known-finding",
+                Status::Skipped => "skipped",
+            };
+            *m.entry(k).or_default() += 1;
+        }
+        m
+    }
+
+    /// Write report.json, report.md and junit.xml into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let json = dir.join("report.json");
+        let md = dir.join("report.md");
+        let junit = dir.join("junit.xml");
+        write_atomic(
+            &json,
+            scrub(&serde_json::to_string_pretty(self)?).as_bytes(),
+        )?;
+        write_atomic(&md, scrub(&self.markdown()).as_bytes())?;
+        write_atomic(&junit, scrub(&self.junit()).as_bytes())?;
+        Ok(vec![json, md, junit])
+    }
+
+    pub fn markdown(&self) -> String {
+        let e = &self.environment;
+        let mut s = format!(
+            "# runnerlab conformance report `{}`\n\n\
+             - runner: **{}**\n- podman: {} ({}, runtime {}, cgroup {})\n- kernel: {}\n- started: {}, took {:.1}s\n\n",
+            self.run_id,
+            e.runner.describe,
+            e.podman.version,
+            if e.podman.rootless {
+                "rootless"
+            } else {
+                "rootful"
+            },
+            e.podman.runtime,
+            e.podman.cgroup_version,
+            e.kernel,
+            self.started_at,
+            self.duration_s,
+        );
+        let mut modes: Vec<&str> = self.cases.iter().map(|c| c.mode.as_str()).collect();
+        modes.sort();
+        modes.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for c in &self.cases {
+            if !names.contains(&c.name.as_str()) {
+                names.push(&c.name);
+            }
+        }
+        s.push_str(&format!(
+            "| case | {} |\n|---|{}\n",
+            modes.join(" | "),
+            "---|".repeat(modes.len())
+        ));
+        for n in &names {
+            let cells: Vec<String> = modes
+                .iter()
+                .map(
+                    |m| match self.cases.iter().find(|c| c.name == *n && c.mode == *m) {
+                        None => "—".into(),
+                        Some(c) => {
+                            let mark = match c.status {
+                                Status::Passed => "✓",
+                                Status::Failed => "✗",
+                                Status::KnownFinding => "⚠",
+                                Status::Skipped => "skip",
+                            };
+                            match &c.trace {
+                                Some(t) => format!("[{mark}]({t}) {:.1}s", c.duration_s),
+                                None => format!("{mark} {:.1}s", c.duration_s),
+                            }
+                        }
+                    },
+                )
+                .collect();
+            s.push_str(&format!("| {n} | {} |\n", cells.join(" | ")));
+        }
+        let counts = self.counts();
+        s.push_str(&format!(
+            "\n{} passed, {} failed, {} known findings, {} skipped\n",
+            counts.get("passed").unwrap_or(&0),
+            counts.get("failed").unwrap_or(&0),
+            counts.get("known-finding").unwrap_or(&0),
+            counts.get("skipped").unwrap_or(&0)
+        ));
+        let details: Vec<&CaseResult> = self.cases.iter().filter(|c| c.detail.is_some()).collect();
+        if !details.is_empty() {
+            s.push_str("\n## Details\n\n");
+            for c in details {
+                s.push_str(&format!(
+                    "### {} ({})\n\n```\n{}\n```\n\n",
+                    c.name,
+                    c.mode,
+                    c.detail.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        s
+    }
+
+    pub fn junit(&self) -> String {
+        let counts = self.counts();
+        let mut s = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"runnerlab\" tests=\"{}\" failures=\"{}\" time=\"{:.3}\">\n",
+            self.cases.len(),
+            counts.get("failed").unwrap_or(&0),
+            self.duration_s
+        );
+        let mut modes: Vec<&str> = self.cases.iter().map(|c| c.mode.as_str()).collect();
+        modes.sort();
+        modes.dedup();
+        for m in modes {
+            let cs: Vec<&CaseResult> = self.cases.iter().filter(|c| c.mode == m).collect();
+            s.push_str(&format!(
+                "  <testsuite name=\"conformance.{m}\" tests=\"{}\" failures=\"{}\">\n",
+                cs.len(),
+                cs.iter().filter(|c| c.status == Status::Failed).count()
+            ));
+            for c in cs {
+                s.push_str(&format!(
+                    "    <testcase classname=\"conformance.{m}\" name=\"{}\" time=\"{:.3}\"",
+                    xml(&c.name),
+                    c.duration_s
+                ));
+                match c.status {
+                    Status::Passed | Status::KnownFinding => s.push_str("/>\n"),
+                    Status::Failed => s.push_str(&format!(
+                        ">\n      <failure message=\"case failed\">{}</failure>\n    </testcase>\n",
+                        xml(c.detail.as_deref().unwrap_or(""))
+                    )),
+                    Status::Skipped => s.push_str(&format!(
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                        xml(c.detail.as_deref().unwrap_or(""))
+                    )),
+                }
+            }
+            s.push_str("  </testsuite>\n");
+        }
+        s.push_str("</testsuites>\n");
+        s
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect::<String>()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            schema: SCHEMA,
+            run_id: "rl-0000abcd".into(),
+            started_at: "2026-11-23T00:00:00Z".into(),
+            duration_s: 3.0,
+            environment: Environment {
+                runner: RunnerEnv {
+                    version: "19.4.0".into(),
+                    revision: "fc1f1862".into(),
+                    source: "module:v1".into(),
+                    compat: Some("19.4.0@abc".into()),
+                    describe: "19.4.0 (fc1f1862) built from module v1 with compat layer 19.4.0@abc"
+                        .into(),
+                },
+                podman: PodmanEnv {
+                    version: "4.3.1".into(),
+                    rootless: true,
+                    runtime: "runc".into(),
+                    cgroup_version: "v1".into(),
+                },
+                kernel: "6.x".into(),
+                harness_version: "0.1.0".into(),
+            },
+            cases: vec![
+                CaseResult {
+                    name: "hello".into(),
+                    mode: "shell".into(),
+                    status: Status::Passed,
+                    duration_s: 1.0,
+                    trace: Some("traces/hello/hello.shell.log".into()),
+                    detail: None,
+                },
+                CaseResult {
+                    name: "exit-code".into(),
+                    mode: "shell".into(),
+                    status: Status::Failed,
+                    duration_s: 2.0,
+                    trace: None,
+                    detail: Some("exit code <None> & more".into()),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_case_and_the_runner_provenance() {
+        let md = sample().markdown();
+        assert!(
+            md.contains("| hello | [✓](traces/hello/hello.shell.log) 1.0s |"),
+            "{md}"
+        );
+        assert!(md.contains("| exit-code | ✗ 2.0s |"), "{md}");
+        assert!(md.contains("with compat layer 19.4.0@abc"), "{md}");
+        assert!(md.contains("1 passed, 1 failed"), "{md}");
+    }
+
+    #[test]
+    fn junit_escapes_and_counts_failures() {
+        let x = sample().junit();
+        assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+        assert!(x.contains("exit code &lt;None&gt; &amp; more"), "{x}");
+    }
+
+    #[test]
+    fn json_uses_the_documented_status_names() {
+        let j = serde_json::to_value(sample()).unwrap();
+        assert_eq!(j["cases"][0]["status"], "passed");
+        assert_eq!(j["environment"]["runner"]["compat"], "19.4.0@abc");
+        assert_eq!(j["schema"], SCHEMA);
+    }
+}

@@ -1,0 +1,128 @@
+//! The Podman API service (`podman system service`) for a store: started by the harness,
+//! health-checked through the Docker-compatible API the way the runner's docker executor talks to it
+//! (bollard), and stopped when dropped. There is no systemd socket activation on the target hosts.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+
+use crate::podman::Podman;
+
+/// A running API service; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ApiService {
+    child: tokio::process::Child,
+    socket: PathBuf,
+    client: Docker,
+    /// `ApiVersion` the service reported (docker-compat API version).
+    pub api_version: String,
+    /// Podman's own version, from the same answer.
+    pub podman_version: String,
+}
+
+impl ApiService {
+    /// Start the service of `podman`'s store on `socket` and wait (deadline `timeout`) until it answers
+    /// `/_ping` and `/version`.
+    pub async fn start(podman: &Podman, socket: PathBuf, timeout: Duration) -> Result<ApiService> {
+        if let Some(dir) = socket.parent() {
+            // podman 4.3.1 does not create the socket's directory ("bind: no such file or directory").
+            if !dir.is_dir() {
+                bail!(
+                    "{} does not exist\n  fix: cargo lab setup (creates the rootless runtime dir and its podman/ folder)",
+                    dir.display()
+                );
+            }
+        }
+        if socket.exists() {
+            // A stale socket from a killed service would make `bind` fail.
+            let _ = std::fs::remove_file(&socket);
+        }
+        let uri = format!("unix://{}", socket.display());
+        let child = podman
+            .command(["system", "service", "--time=0", uri.as_str()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting podman system service")?;
+        let client =
+            Docker::connect_with_unix(&socket.to_string_lossy(), 30, bollard::API_DEFAULT_VERSION)
+                .context("creating the API client")?;
+        let deadline = Instant::now() + timeout;
+        let mut svc = ApiService {
+            child,
+            socket,
+            client,
+            api_version: String::new(),
+            podman_version: String::new(),
+        };
+        loop {
+            if let Some(st) = svc.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = svc.child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                bail!(
+                    "podman system service exited ({st}) before answering: {}",
+                    err.trim()
+                );
+            }
+            if svc.socket.exists() && svc.client.ping().await.is_ok() {
+                let v = svc.client.version().await.context("GET /version")?;
+                svc.api_version = v.api_version.unwrap_or_default();
+                svc.podman_version = v.version.unwrap_or_default();
+                return Ok(svc);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the Podman API service on {} did not answer within {timeout:?}",
+                    svc.socket.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn socket(&self) -> &PathBuf {
+        &self.socket
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.client
+    }
+
+    /// Whether the service process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stop the service and wait for it to exit.
+    pub async fn stop(mut self) -> Result<()> {
+        self.terminate();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(())
+    }
+
+    fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM first: podman removes its socket and exits cleanly. The pid is podman's own
+            // (setpriv execs), so the signal reaches it.
+            // SAFETY: kill(2) with a pid we spawned.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+impl Drop for ApiService {
+    fn drop(&mut self) {
+        self.terminate();
+        // kill_on_drop on the Command sends SIGKILL if it did not exit.
+        let _ = self.child.start_kill();
+    }
+}

@@ -1,0 +1,532 @@
+//! `mock-gitlab`: a GitLab coordinator mock faithful enough that the real
+//! `gitlab-runner` cannot tell it from GitLab.
+//!
+//! It serves the runner API under `/api/v4` (registration, verify, job
+//! request with long polling, job updates, incremental traces), serves git
+//! over smart HTTP through the real `git http-backend`, and turns
+//! `.gitlab-ci.yml` files of fixture projects into stage-ordered pipelines.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use mock_gitlab::{Config, MockGitlab, RunnerSpec};
+//! let mock = MockGitlab::start(Config::default()).await?;
+//! let runner = mock.create_runner(RunnerSpec::default());
+//! mock.add_project("group/hello", std::path::Path::new("fixtures/projects/hello"))?;
+//! let id = mock.create_pipeline("group/hello", "main")?;
+//! // ... run `gitlab-runner run-single --url {mock.external_url()} --token {runner.token}` ...
+//! let done = mock.wait_pipeline(id, std::time::Duration::from_secs(120)).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod git;
+pub mod payload;
+pub mod pipeline;
+pub mod state;
+pub mod trace;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use pipeline::lint::{Diagnostic, LintError};
+pub use state::{
+    CreatedRunner, JobRecord, JobStatus, PipelineId, PipelineRecord, PipelineStatus, Project,
+    RegisteredVia, RequestRecord, RunnerRecord, RunnerSpec,
+};
+pub use trace::{normalize_trace, trace_checksum};
+
+use state::{Job, Pipeline, ProjectState, RunnerRecord as RR, State, random_token};
+
+/// Configuration of a mock instance.
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:0` (a free port).
+    pub bind: SocketAddr,
+    /// Host the runner uses to reach the mock (e.g. `10.0.2.2` from a
+    /// rootless container); the external URL is `http://{host}:{port}`.
+    /// Default `127.0.0.1`.
+    pub external_host: Option<String>,
+    /// The instance's legacy registration token.
+    pub registration_token: String,
+    /// How long a job request with an up-to-date `last_update` is held.
+    pub long_poll: Duration,
+    /// `X-GitLab-Trace-Update-Interval` in seconds.
+    pub trace_update_interval: u32,
+    /// Bare repositories and fixture work trees go here.
+    pub data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Config {
+    // The registration token is a secret: keep it out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("external_host", &self.external_host)
+            .field("registration_token", &"[MASKED]")
+            .field("long_poll", &self.long_poll)
+            .field("trace_update_interval", &self.trace_update_interval)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            external_host: None,
+            registration_token: random_token("GR1348941", 20),
+            long_poll: Duration::from_secs(20),
+            trace_update_interval: 3,
+            data_dir: std::env::temp_dir().join(format!(
+                "mock-gitlab-{}-{}",
+                std::process::id(),
+                random_token("", 8)
+            )),
+        }
+    }
+}
+
+/// Shared server state behind every handle and handler.
+pub(crate) struct Inner {
+    pub(crate) external_url: String,
+    pub(crate) local_url: String,
+    pub(crate) registration_token: String,
+    pub(crate) long_poll: Duration,
+    pub(crate) trace_update_interval: u32,
+    pub(crate) data_dir: PathBuf,
+    state: Mutex<State>,
+    /// Queue version; bumped whenever jobs become pending.
+    pub(crate) queue_tx: watch::Sender<u64>,
+    /// Bumped on every job or pipeline state change (for `wait_pipeline`).
+    pub(crate) changes_tx: watch::Sender<u64>,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
+    /// Per-instance prefix of `X-GitLab-Last-Update` values.
+    pub(crate) nonce: String,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    /// Lock the state; a poisoned lock (a panicked holder) is recovered,
+    /// since every critical section leaves the state consistent.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wake whoever waits on state changes after `advance`.
+    pub(crate) fn notify_change(&self, adv: &pipeline::Advance) {
+        for id in &adv.skipped {
+            tracing::info!(job = id, "job created -> skipped");
+        }
+        for id in &adv.enqueued {
+            tracing::info!(job = id, "job created -> pending");
+        }
+        if let (Some(p), Some(s)) = (adv.pipeline, adv.pipeline_status) {
+            tracing::info!(pipeline = %p, status = %s, "pipeline status changed");
+        }
+        if !adv.enqueued.is_empty() {
+            self.queue_tx.send_modify(|v| *v += 1);
+        }
+        self.changes_tx.send_modify(|v| *v += 1);
+    }
+}
+
+/// Format a wall-clock time like GitLab does in `CI_*_AT` variables.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// A running mock GitLab. Cheap to clone; all clones share one server.
+#[derive(Clone)]
+pub struct MockGitlab {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MockGitlab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockGitlab")
+            .field("local_url", &self.inner.local_url)
+            .field("external_url", &self.inner.external_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockGitlab {
+    /// Bind, start serving, and return a handle.
+    pub async fn start(cfg: Config) -> anyhow::Result<MockGitlab> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind)
+            .await
+            .with_context(|| format!("bind {}", cfg.bind))?;
+        let addr = listener.local_addr()?;
+        let local_ip = if addr.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            addr.ip()
+        };
+        let local_url = match local_ip {
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}", addr.port()),
+            IpAddr::V4(ip) => format!("http://{ip}:{}", addr.port()),
+        };
+        let external_host = cfg
+            .external_host
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let external_url = format!("http://{external_host}:{}", addr.port());
+        let (queue_tx, _) = watch::channel(0u64);
+        let (changes_tx, _) = watch::channel(0u64);
+        let (shutdown_tx, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            external_url,
+            local_url,
+            registration_token: cfg.registration_token.clone(),
+            long_poll: cfg.long_poll,
+            trace_update_interval: cfg.trace_update_interval,
+            data_dir: cfg.data_dir.clone(),
+            state: Mutex::new(State::new()),
+            queue_tx,
+            changes_tx,
+            shutdown_tx,
+            nonce: format!("{}-", random_token("", 8).to_lowercase()),
+            server: Mutex::new(None),
+        });
+        let app = api::router(inner.clone());
+        let mut stop = inner.shutdown_tx.subscribe();
+        let handle = tokio::spawn(async move {
+            let res = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "mock-gitlab server failed");
+            }
+        });
+        *inner.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        tracing::info!(url = %inner.local_url, external = %inner.external_url, "mock-gitlab listening");
+        Ok(MockGitlab { inner })
+    }
+
+    /// `http://127.0.0.1:PORT` (reachable from this host).
+    pub fn local_url(&self) -> String {
+        self.inner.local_url.clone()
+    }
+
+    /// The URL the runner is given (`http://{external_host}:PORT`).
+    pub fn external_url(&self) -> String {
+        self.inner.external_url.clone()
+    }
+
+    /// The legacy instance registration token.
+    pub fn registration_token(&self) -> String {
+        self.inner.registration_token.clone()
+    }
+
+    /// Create a runner as in the UI; returns its id and `glrt-` token.
+    pub fn create_runner(&self, spec: RunnerSpec) -> CreatedRunner {
+        let run_untagged = spec.run_untagged || spec.tags.is_empty();
+        let (id, token) = self.inner.add_runner(RR {
+            id: 0,
+            description: spec.description,
+            tags: spec.tags,
+            run_untagged,
+            registered_via: RegisteredVia::Glrt,
+            system_ids: Default::default(),
+            features: Default::default(),
+            version: None,
+            executor: None,
+            poll_count: 0,
+            long_polls: 0,
+            verify_count: 0,
+            removed: false,
+        });
+        tracing::info!(runner = id, "runner created");
+        CreatedRunner { id, token }
+    }
+
+    /// Import a fixture directory as project `path` (`group/name`): one
+    /// commit on `main` with a fixed author and date, so the SHA is stable.
+    pub fn add_project(&self, path: &str, fixture_dir: &Path) -> anyhow::Result<Project> {
+        git::validate_project_path(path)?;
+        if self.inner.lock().projects.contains_key(path) {
+            return Err(anyhow!("project {path} already exists"));
+        }
+        let (bare, sha) = git::create_bare_repo(&self.inner.data_dir, path, fixture_dir)?;
+        let mut st = self.inner.lock();
+        let id = st.next_project_id;
+        st.next_project_id += 1;
+        let project = Project {
+            id,
+            path: path.to_string(),
+            sha,
+        };
+        st.projects.insert(
+            path.to_string(),
+            ProjectState {
+                project: project.clone(),
+                bare_repo: bare,
+                pipeline_iid: 0,
+            },
+        );
+        tracing::info!(project = %path, id, sha = %project.sha, "project added");
+        Ok(project)
+    }
+
+    /// Create a pipeline for `git_ref` from the project's `.gitlab-ci.yml`
+    /// at that ref; its first stage's jobs become pending at once.
+    pub fn create_pipeline(&self, project: &str, git_ref: &str) -> Result<PipelineId, LintError> {
+        const FILE: &str = ".gitlab-ci.yml";
+        let bare = match self.inner.lock().projects.get(project) {
+            Some(p) => p.bare_repo.clone(),
+            None => {
+                return Err(LintError::general(
+                    FILE,
+                    format!("project {project} does not exist"),
+                    Some("add it with add_project first"),
+                ));
+            }
+        };
+        let sha = git::resolve_branch(&self.inner.data_dir, &bare, git_ref).map_err(|e| {
+            LintError::general(
+                FILE,
+                format!("reference {git_ref} of {project} cannot be resolved: {e}"),
+                Some("pipelines run on existing branches"),
+            )
+        })?;
+        let src = match git::read_file_at(&self.inner.data_dir, &bare, &sha, FILE) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(LintError::general(
+                    FILE,
+                    format!("{project} has no {FILE} at {git_ref}"),
+                    Some("add a .gitlab-ci.yml to the fixture"),
+                ));
+            }
+            Err(e) => {
+                return Err(LintError::general(
+                    FILE,
+                    format!("cannot read {FILE}: {e}"),
+                    None,
+                ));
+            }
+        };
+        let cfg = pipeline::config::parse_config(&src, FILE)?;
+
+        let mut st = self.inner.lock();
+        let pid = PipelineId(st.next_pipeline_id);
+        st.next_pipeline_id += 1;
+        let iid = match st.projects.get_mut(project) {
+            Some(p) => {
+                p.pipeline_iid += 1;
+                p.pipeline_iid
+            }
+            None => 1,
+        };
+        let now = Instant::now();
+        let mut job_ids = Vec::new();
+        // Jobs in stage order, then file order, like GitLab's job ids.
+        let mut specs = cfg.jobs.clone();
+        specs.sort_by_key(|j| cfg.stages.iter().position(|s| *s == j.stage));
+        for spec in specs {
+            let id = st.next_job_id;
+            st.next_job_id += 1;
+            job_ids.push(id);
+            let record = JobRecord {
+                id,
+                pipeline_id: pid,
+                project: project.to_string(),
+                name: spec.name.clone(),
+                stage: spec.stage.clone(),
+                status: JobStatus::Created,
+                failure_reason: None,
+                exit_code: None,
+                trace: Vec::new(),
+                checksum_ok: None,
+                reported_bytesize: None,
+                reported_checksum: None,
+                runner_id: None,
+                allow_failure: spec.allow_failure.allowed,
+                timeout_s: spec.timeout_s,
+                state_updates: Vec::new(),
+                trace_patches: 0,
+                trace_rejections: 0,
+                created_at: now,
+                queued_at: None,
+                dispatched_at: None,
+                started_at: None,
+                finished_at: None,
+                dispatched_wall: None,
+                finished_wall: None,
+            };
+            st.jobs.insert(
+                id,
+                Job {
+                    record,
+                    token: random_token("glcbt-", 24),
+                    spec,
+                    pipeline_variables: cfg.variables.clone(),
+                },
+            );
+        }
+        st.pipelines.insert(
+            pid.0,
+            Pipeline {
+                id: pid,
+                iid,
+                project: project.to_string(),
+                git_ref: git_ref.to_string(),
+                sha,
+                status: PipelineStatus::Created,
+                stages: cfg.stages.clone(),
+                job_ids,
+                created_at: now,
+                created_wall: SystemTime::now(),
+                finished_at: None,
+            },
+        );
+        let adv = pipeline::advance(&mut st, pid);
+        drop(st);
+        tracing::info!(pipeline = %pid, %project, %git_ref, "pipeline created");
+        self.inner.notify_change(&adv);
+        Ok(pid)
+    }
+
+    /// Wait until the pipeline is complete, or fail after `timeout` naming
+    /// the jobs that are still not finished. Woken by state changes; no polling
+    /// interval.
+    pub async fn wait_pipeline(
+        &self,
+        id: PipelineId,
+        timeout: Duration,
+    ) -> anyhow::Result<PipelineRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Subscribe before checking so a change in between is not lost.
+            let mut rx = self.inner.changes_tx.subscribe();
+            let rec = self
+                .try_pipeline(id)
+                .ok_or_else(|| anyhow!("pipeline {id} does not exist"))?;
+            if rec.status.is_complete() {
+                return Ok(rec);
+            }
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return Err(anyhow!("mock-gitlab stopped while waiting for pipeline {id}"));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let rec = self.try_pipeline(id).unwrap_or(rec);
+                    let waiting: Vec<String> = rec
+                        .jobs
+                        .iter()
+                        .filter(|j| !j.status.is_complete())
+                        .map(|j| format!("{} ({}, id {})", j.name, j.status, j.id))
+                        .collect();
+                    return Err(anyhow!(
+                        "pipeline {id} still {} after {timeout:?}; unfinished jobs: {}",
+                        rec.status,
+                        waiting.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Snapshot of a pipeline.
+    ///
+    /// # Panics
+    /// If `id` was not returned by this mock's `create_pipeline`; use
+    /// [`MockGitlab::try_pipeline`] for a non-panicking variant.
+    pub fn pipeline(&self, id: PipelineId) -> PipelineRecord {
+        self.try_pipeline(id)
+            .unwrap_or_else(|| panic!("pipeline {id} does not exist in this mock"))
+    }
+
+    /// Snapshot of a pipeline, `None` if unknown.
+    pub fn try_pipeline(&self, id: PipelineId) -> Option<PipelineRecord> {
+        let st = self.inner.lock();
+        st.pipelines.get(&id.0).map(|p| st.pipeline_record(p))
+    }
+
+    /// Snapshot of a job.
+    pub fn job(&self, id: u64) -> Option<JobRecord> {
+        self.inner.lock().jobs.get(&id).map(|j| j.record.clone())
+    }
+
+    /// Snapshots of all jobs, by id.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.inner
+            .lock()
+            .jobs
+            .values()
+            .map(|j| j.record.clone())
+            .collect()
+    }
+
+    /// Snapshots of all runners (including removed ones), by id.
+    pub fn runners(&self) -> Vec<RunnerRecord> {
+        self.inner
+            .lock()
+            .runners
+            .values()
+            .map(|r| r.record.clone())
+            .collect()
+    }
+
+    /// Every request seen so far, oldest first (tokens never included).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner.lock().requests.iter().cloned().collect()
+    }
+
+    /// A project by path.
+    pub fn project(&self, path: &str) -> Option<Project> {
+        self.inner
+            .lock()
+            .projects
+            .get(path)
+            .map(|p| p.project.clone())
+    }
+
+    /// The current `X-GitLab-Last-Update` value.
+    pub fn queue_version(&self) -> String {
+        self.inner.last_update_value()
+    }
+
+    /// Where bare repositories and work trees are kept.
+    pub fn data_dir(&self) -> PathBuf {
+        self.inner.data_dir.clone()
+    }
+
+    /// Stop serving. Held long polls are answered (204) at once, in-flight
+    /// requests finish, then the listener closes.
+    pub async fn shutdown(self) {
+        let _ = self.inner.shutdown_tx.send(true);
+        let handle = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut h) = handle {
+            // A client keeping a connection busy must not block us forever.
+            if tokio::time::timeout(Duration::from_secs(5), &mut h)
+                .await
+                .is_err()
+            {
+                h.abort();
+            }
+        }
+        tracing::info!("mock-gitlab stopped");
+    }
+}

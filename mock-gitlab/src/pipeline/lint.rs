@@ -1,0 +1,76 @@
+//! Lint errors in the style of GitLab's CI lint, with file:line:column.
+
+use super::yaml::Pos;
+
+/// One problem found in a CI configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// `None` for problems that concern the file as a whole (missing, empty).
+    pub pos: Option<Pos>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, pos: Option<Pos>, message: String, hint: Option<&str>) -> Self {
+        Diagnostic {
+            file: file.to_string(),
+            pos,
+            message,
+            hint: hint.map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, self.message)?,
+            None => write!(f, "{}: {}", self.file, self.message)?,
+        }
+        if let Some(h) = &self.hint {
+            write!(f, " ({h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a pipeline could not be created. Holds at least one diagnostic; the
+/// `Display` form prints one line per diagnostic, each `FILE:LINE:COL: problem (hint)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LintError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LintError {
+    pub fn single(d: Diagnostic) -> Self {
+        LintError {
+            diagnostics: vec![d],
+        }
+    }
+
+    /// A problem not tied to a position (unknown project, missing file).
+    pub fn general(file: &str, message: impl Into<String>, hint: Option<&str>) -> Self {
+        Self::single(Diagnostic::new(file, None, message.into(), hint))
+    }
+
+    /// The first diagnostic.
+    pub fn first(&self) -> Option<&Diagnostic> {
+        self.diagnostics.first()
+    }
+}
+
+impl std::fmt::Display for LintError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LintError {}

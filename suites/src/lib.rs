@@ -1,0 +1,1 @@
+//! Test suites live in `tests/`; this crate has no library code.
