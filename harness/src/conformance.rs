@@ -125,7 +125,8 @@ async fn exit_code(lab: &Lab) -> Result<Outcome> {
     // The shell executor reports the process's "exit status", container executors an "exit code".
     let trace = job.trace();
     ensure!(
-        trace.contains("ERROR: Job failed: exit status 3") || trace.contains("ERROR: Job failed: exit code 3"),
+        trace.contains("ERROR: Job failed: exit status 3")
+            || trace.contains("ERROR: Job failed: exit code 3"),
         "trace lacks the job failure line with exit 3; trace:\n{trace}"
     );
     ensure!(job.checksum_ok() == Some(true), "trace checksum mismatch");
@@ -166,7 +167,9 @@ async fn job_timeout(lab: &Lab) -> Result<Outcome> {
     });
     Ok(Outcome {
         run: Some(run),
-        note: Some(format!("job ended after {took:.1}s (timeout 10s, script sleeps 60s)")),
+        note: Some(format!(
+            "job ended after {took:.1}s (timeout 10s, script sleeps 60s)"
+        )),
         finding,
     })
 }

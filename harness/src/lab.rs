@@ -363,7 +363,7 @@ impl Lab {
         let mut a = vec!["exec", &self.runner_ctr, "gitlab-runner"];
         a.extend_from_slice(args);
         let out = self.podman.run(a).await?;
-        Ok(scrub(&format!("{}{}", out.stdout, out.stderr)))
+        Ok(scrub(&strip_ansi(&format!("{}{}", out.stdout, out.stderr))))
     }
 
     /// Restart the runner container and wait until it polls again (config must come from the volume).
@@ -414,6 +414,14 @@ impl Lab {
         mock.shutdown().await;
         self.guard.cleanup()
     }
+}
+
+/// The runner colours its log lines even without a terminal; callers want the words.
+fn strip_ansi(s: &str) -> String {
+    static ANSI: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\x1b\[[0-9;]*[A-Za-z]").expect("static regex")
+    });
+    ANSI.replace_all(s, "").into_owned()
 }
 
 /// Arguments every runner container gets: network that reaches the host's loopback, the config volume.

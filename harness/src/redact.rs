@@ -61,6 +61,20 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
             r"(?m)^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z [0-9a-f]{2}[OE][ +]",
             "",
         ),
+        // The runner's short token: after the runner's name, and as a directory of the builds dir.
+        (
+            r"(?m)^(  on \S+) [A-Za-z0-9_-]{8,}, ",
+            "$1 [RUNNER_SHORT_TOKEN], ",
+        ),
+        (
+            r"/builds/[A-Za-z0-9_-]{8,}/",
+            "/builds/[RUNNER_SHORT_TOKEN]/",
+        ),
+        (
+            r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+            "[UUID]",
+        ),
+        (r"\b[0-9a-f]{32}\b", "[ID32]"),
         (r"rl-[0-9a-f]{8}", "[RUN]"),
         (r"system ID: [rs]_[0-9A-Za-z]{12}", "system ID: [SYSTEM_ID]"),
         (r"\b[0-9a-f]{40}\b", "[SHA]"),
@@ -77,10 +91,6 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
         (r"10\.0\.2\.2:\d+", "[COORDINATOR]"),
         (r"127\.0\.0\.1:\d+", "[COORDINATOR]"),
         (r"/tmp/[^\s'\x22]+", "[TMP]"),
-        (
-            r"on ([a-z0-9-]+) [A-Za-z0-9_-]{8,}",
-            "on $1 [RUNNER_SHORT_TOKEN]",
-        ),
         (r"section_(start|end):\d+:", "section_$1:[UNIX]:"),
     ]
 }
@@ -114,7 +124,7 @@ mod tests {
 
     #[test]
     fn snapshot_normalisation_removes_run_specific_values() {
-        let t = "Running with gitlab-runner 19.4.0 (fc1f1862)\n  on rl-0123abcd-runner AbCdEf123456, system ID: s_0123456789ab\nFetching http://10.0.2.2:41234/x.git\nDuration 1.5s at 2026-11-23T18:00:01Z\n";
+        let t = "Running with gitlab-runner 19.4.0 (fc1f1862)\n  on rl-0123abcd-runner AbCdEf123, system ID: s_0123456789ab\n  UUID: 6d6f636b-0000-4000-8000-000000000001\nGitaly correlation ID: 8be27c15c1524e23827bf416f86230d8\nInitialized empty Git repository in /home/gitlab-runner/builds/AbCdEf123/0/x/.git/\nFetching http://10.0.2.2:41234/x.git\nDuration 1.5s at 2026-11-23T18:00:01Z\n";
         let out = normalize_for_snapshot(t);
         assert!(out.contains("gitlab-runner 19.4.0 ([SHORT_SHA])"), "{out}");
         assert!(out.contains("[RUN]"), "{out}");
@@ -124,5 +134,15 @@ mod tests {
             out.contains("[DURATION]") && out.contains("[TIME]"),
             "{out}"
         );
+        assert!(
+            out.contains("  on [RUN]-runner [RUNNER_SHORT_TOKEN], system ID"),
+            "{out}"
+        );
+        assert!(out.contains("/builds/[RUNNER_SHORT_TOKEN]/0/"), "{out}");
+        assert!(
+            out.contains("UUID: [UUID]") && out.contains("ID: [ID32]"),
+            "{out}"
+        );
+        assert!(!out.contains("AbCdEf123"), "{out}");
     }
 }

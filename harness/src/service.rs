@@ -46,21 +46,12 @@ impl ApiService {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting podman system service")?;
-        let client =
-            Docker::connect_with_unix(&socket.to_string_lossy(), 30, bollard::API_DEFAULT_VERSION)
-                .context("creating the API client")?;
         let deadline = Instant::now() + timeout;
-        let mut svc = ApiService {
-            child,
-            socket,
-            client,
-            api_version: String::new(),
-            podman_version: String::new(),
-        };
+        let mut child = child;
         loop {
-            if let Some(st) = svc.child.try_wait()? {
+            if let Some(st) = child.try_wait()? {
                 let mut err = String::new();
-                if let Some(mut e) = svc.child.stderr.take() {
+                if let Some(mut e) = child.stderr.take() {
                     use tokio::io::AsyncReadExt;
                     let _ = e.read_to_string(&mut err).await;
                 }
@@ -69,16 +60,29 @@ impl ApiService {
                     err.trim()
                 );
             }
-            if svc.socket.exists() && svc.client.ping().await.is_ok() {
-                let v = svc.client.version().await.context("GET /version")?;
-                svc.api_version = v.api_version.unwrap_or_default();
-                svc.podman_version = v.version.unwrap_or_default();
-                return Ok(svc);
+            // bollard refuses to build a client for a socket that does not exist (yet); rootless
+            // podman may also replace the socket once while it re-executes into its user namespace.
+            if let Ok(client) = Docker::connect_with_unix(
+                &socket.to_string_lossy(),
+                30,
+                bollard::API_DEFAULT_VERSION,
+            ) {
+                if client.ping().await.is_ok() {
+                    let v = client.version().await.context("GET /version")?;
+                    return Ok(ApiService {
+                        child,
+                        socket,
+                        client,
+                        api_version: v.api_version.unwrap_or_default(),
+                        podman_version: v.version.unwrap_or_default(),
+                    });
+                }
             }
             if Instant::now() > deadline {
+                let _ = child.start_kill();
                 bail!(
                     "the Podman API service on {} did not answer within {timeout:?}",
-                    svc.socket.display()
+                    socket.display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

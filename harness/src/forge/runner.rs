@@ -289,7 +289,7 @@ fn cache_key(
 }
 
 /// Bumped when the build steps change.
-const FORGE_REVISION: &str = "1";
+const FORGE_REVISION: &str = "2";
 
 async fn get_from(row: &VersionRow, src: &Source, opts: &GetOptions) -> Result<ForgedRunner> {
     let (key, compat) = cache_key(row, src, opts.helper.as_deref())?;
@@ -556,8 +556,9 @@ struct ModDownload {
 
 fn go(args: &[&str]) -> Command {
     let mut c = Command::new("go");
+    // -buildvcs=false: a work dir under a git checkout must not get that checkout's VCS stamp.
     c.args(args)
-        .env("GOFLAGS", "-mod=mod")
+        .env("GOFLAGS", "-mod=mod -buildvcs=false")
         .env("CGO_ENABLED", "0");
     c
 }
@@ -637,11 +638,17 @@ pub fn prepare_workdir(module_dir: &Path, compat: Option<&Path>, work: &Path) ->
         .unwrap_or_default();
     patches.sort();
     for p in patches {
+        // Inside a git checkout `git apply` resolves paths against that repository and silently
+        // applies nothing; the ceiling keeps it to the work dir.
         run(
             Command::new("git")
                 .arg("apply")
                 .arg("--whitespace=nowarn")
                 .arg(&p)
+                .env(
+                    "GIT_CEILING_DIRECTORIES",
+                    work.parent().expect("work has a parent"),
+                )
                 .current_dir(work),
             &format!("applying {}", p.display()),
         )?;
@@ -784,7 +791,14 @@ async fn build_module(
         (".", "gitlab-runner"),
         ("./apps/gitlab-runner-helper", "gitlab-runner-helper"),
     ] {
-        progress.step(format!("go build {name} (cold: ~2.5 min on 2 cores)"));
+        progress.step(format!(
+            "go build {name}{}",
+            if name == "gitlab-runner" {
+                " (cold: 2.5–4 min on 2 cores)"
+            } else {
+                ""
+            }
+        ));
         let mut c = go(&["build", "-trimpath", "-ldflags", &ldflags, "-o"]);
         c.arg(out.join(name)).arg(pkg).current_dir(&work);
         let label = format!("go build {name}");

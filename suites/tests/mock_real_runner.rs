@@ -1,22 +1,43 @@
-//! End to end with the REAL gitlab-runner (shell executor, on this host).
-//!
-//! Skipped unless `RUNNERLAB_GITLAB_RUNNER` names the binary, e.g.
-//! `RUNNERLAB_GITLAB_RUNNER=/tmp/forge-work/out/gitlab-runner cargo test -p mock-gitlab --test real_runner`.
-//! The container-based suites live in `suites/`; this is the mock's own
-//! smoke test against the real client.
-
-mod common;
+//! mock-gitlab against the REAL gitlab-runner on this host (shell executor, no containers): the
+//! coordinator's own end-to-end check. The runner comes from the forge (the same binary the labs
+//! put in their images), so this never skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Lab, fixture};
 use mock_gitlab::{JobStatus, PipelineStatus, RegisteredVia, RunnerSpec};
 
-fn runner_bin() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("RUNNERLAB_GITLAB_RUNNER")?);
-    if p.is_file() { Some(p) } else { None }
+async fn runner_bin() -> PathBuf {
+    runnerlab::forge::runner::get(&Default::default())
+        .await
+        .expect("the forged runner")
+        .runner_bin()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    runnerlab::paths::fixtures().join("projects").join(name)
+}
+
+/// mock-gitlab in a temporary data dir.
+struct Lab {
+    mock: mock_gitlab::MockGitlab,
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    async fn start_with(f: impl FnOnce(&mut mock_gitlab::Config)) -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = mock_gitlab::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        f(&mut cfg);
+        let mock = mock_gitlab::MockGitlab::start(cfg)
+            .await
+            .expect("start mock");
+        Lab { mock, _dir: dir }
+    }
 }
 
 fn runner_cmd(bin: &Path, dir: &Path) -> tokio::process::Command {
@@ -48,10 +69,7 @@ async fn run_ok(mut c: tokio::process::Command, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_single_hello_failing_and_timeout() {
-    let Some(bin) = runner_bin() else {
-        eprintln!("skipped: set RUNNERLAB_GITLAB_RUNNER to a gitlab-runner binary");
-        return;
-    };
+    let bin = runner_bin().await;
     let lab = Lab::start_with(|c| c.trace_update_interval = 1).await;
     let runner = lab.mock.create_runner(RunnerSpec::default());
     for name in ["hello", "failing", "timeout"] {
@@ -139,11 +157,8 @@ async fn run_single_hello_failing_and_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn register_verify_run_and_unregister() {
-    let Some(bin) = runner_bin() else {
-        eprintln!("skipped: set RUNNERLAB_GITLAB_RUNNER to a gitlab-runner binary");
-        return;
-    };
-    let lab = Lab::start().await;
+    let bin = runner_bin().await;
+    let lab = Lab::start_with(|_| {}).await;
     let runner = lab.mock.create_runner(RunnerSpec::default());
     lab.mock
         .add_project("group/hello", &fixture("hello"))
