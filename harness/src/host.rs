@@ -44,6 +44,8 @@ pub struct Check {
     pub detail: String,
     /// How to fix it by hand.
     pub fix: String,
+    /// Whether the lab cannot work without it (the Go toolchain, say, is only needed for one source).
+    pub required: bool,
 }
 
 fn check(name: &'static str, ok: bool, detail: impl Into<String>, fix: impl Into<String>) -> Check {
@@ -52,6 +54,7 @@ fn check(name: &'static str, ok: bool, detail: impl Into<String>, fix: impl Into
         ok,
         detail: detail.into(),
         fix: fix.into(),
+        required: true,
     }
 }
 
@@ -116,7 +119,7 @@ pub fn doctor() -> Vec<Check> {
         "containers.conf",
         file_has_all(cc, CONTAINERS_CONF_KEYS),
         format!(
-            "{} must set runc, cgroupfs, file events and nofile/nproc ulimits",
+            "{}: runtime runc, cgroupfs, file events, nofile/nproc ulimits",
             cc.display()
         ),
         "cargo lab setup  (installs fixtures/host/rootful/containers.conf)",
@@ -125,7 +128,7 @@ pub fn doctor() -> Vec<Check> {
     checks.push(check(
         "storage.conf",
         file_has_all(sc, &["driver = \"overlay\""]),
-        format!("{} must select the overlay driver", sc.display()),
+        format!("{}: overlay driver", sc.display()),
         "cargo lab setup  (installs fixtures/host/rootful/storage.conf)",
     ));
     let tun_ok = std::fs::metadata("/dev/net/tun")
@@ -134,7 +137,7 @@ pub fn doctor() -> Vec<Check> {
     checks.push(check(
         "/dev/net/tun",
         tun_ok,
-        "rootless slirp4netns needs /dev/net/tun mode 0666 (devtmpfs resets it at boot)",
+        "mode 0666, for rootless slirp4netns (devtmpfs resets it at boot)",
         "chmod 666 /dev/net/tun",
     ));
     let name = LabUser::configured_name();
@@ -156,7 +159,7 @@ pub fn doctor() -> Vec<Check> {
             checks.push(check(
                 "subuid/subgid",
                 ids,
-                format!("{} needs 65536 subordinate uids and gids", u.name),
+                format!("{}: 65536 subordinate uids and gids", u.name),
                 format!(
                     "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
                     u.name
@@ -236,7 +239,7 @@ pub fn doctor() -> Vec<Check> {
         checks.push(check("rootful podman", ok, detail, "cargo lab setup"));
     }
     let go = Command::new("go").arg("version").output();
-    checks.push(check(
+    checks.push(optional(check(
         "go toolchain",
         matches!(&go, Ok(o) if o.status.success()),
         match &go {
@@ -244,19 +247,25 @@ pub fn doctor() -> Vec<Check> {
             Err(_) => "no `go` on PATH (needed only to build the runner from its module)".into(),
         },
         "install Go ≥ 1.26 (https://go.dev/dl) or use `runnerlab runner get --from path:/…` / `--from image:…`",
-    ));
+    )));
     checks
 }
 
-/// Print the checks as `doctor` does; returns whether all passed.
+fn optional(mut c: Check) -> Check {
+    c.required = false;
+    c
+}
+
+/// Print the checks as `doctor` does; returns whether every required one passed.
 pub fn print_checks(checks: &[Check]) -> bool {
     let mut all = true;
     for c in checks {
         if c.ok {
             println!("  ✓ {:<18} {}", c.name, c.detail);
         } else {
-            all = false;
-            println!("  ✗ {:<18} {}", c.name, c.detail);
+            all &= !c.required;
+            let mark = if c.required { "✗" } else { "!" };
+            println!("  {mark} {:<18} {}", c.name, c.detail);
             if !c.fix.is_empty() {
                 println!("    {:<18} fix: {}", "", c.fix);
             }

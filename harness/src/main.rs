@@ -1,11 +1,10 @@
 //! The `runnerlab` command line. `cargo lab …` is an alias for it (see .cargo/config.toml).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use runnerlab::forge::runner::{GetOptions, Source};
+use runnerlab::forge::runner::{GetOptions, HelperSource, Source};
 use runnerlab::lab::Executor;
 use runnerlab::{bench, conformance, forge, host, podman, reaper, redact};
 
@@ -95,25 +94,22 @@ struct RunnerArgs {
     /// Where to get it: path:/abs/gitlab-runner, image:<ref> or module:<pseudo-version>.
     #[arg(long = "from", value_name = "SOURCE")]
     from: Option<String>,
-    /// Helper binary for a path: source (default: gitlab-runner-helper next to the runner).
-    #[arg(long, value_name = "PATH")]
-    helper: Option<PathBuf>,
+    /// Helper for a path: or image: source: path:/abs/gitlab-runner-helper or image:<ref>
+    /// (default: gitlab-runner-helper next to the runner, or the version's helper image).
+    #[arg(long, value_name = "SOURCE")]
+    helper: Option<String>,
 }
 
 impl RunnerArgs {
     fn options(&self) -> Result<GetOptions> {
-        let from = self.from.as_deref().map(str::parse::<Source>).transpose()?;
-        let helper = match &self.helper {
-            Some(h) => {
-                let s = h.to_string_lossy();
-                Some(PathBuf::from(s.strip_prefix("path:").unwrap_or(&s)))
-            }
-            None => None,
-        };
         Ok(GetOptions {
             version: self.version.clone(),
-            from,
-            helper,
+            from: self.from.as_deref().map(str::parse::<Source>).transpose()?,
+            helper: self
+                .helper
+                .as_deref()
+                .map(str::parse::<HelperSource>)
+                .transpose()?,
         })
     }
 }

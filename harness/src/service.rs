@@ -66,17 +66,16 @@ impl ApiService {
                 &socket.to_string_lossy(),
                 30,
                 bollard::API_DEFAULT_VERSION,
-            ) {
-                if client.ping().await.is_ok() {
-                    let v = client.version().await.context("GET /version")?;
-                    return Ok(ApiService {
-                        child,
-                        socket,
-                        client,
-                        api_version: v.api_version.unwrap_or_default(),
-                        podman_version: v.version.unwrap_or_default(),
-                    });
-                }
+            ) && client.ping().await.is_ok()
+            {
+                let v = client.version().await.context("GET /version")?;
+                return Ok(ApiService {
+                    child,
+                    socket,
+                    client,
+                    api_version: v.api_version.unwrap_or_default(),
+                    podman_version: v.version.unwrap_or_default(),
+                });
             }
             if Instant::now() > deadline {
                 let _ = child.start_kill();

@@ -222,3 +222,38 @@ async fn a_missing_go_toolchain_says_which_source_needs_it_and_the_alternatives(
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn an_image_source_copies_both_binaries_out_of_local_images() {
+    // The lab's own images stand in for upstream's: same layout (/usr/bin/gitlab-runner and
+    // /usr/bin/gitlab-runner-helper), and no registry is needed to have them.
+    let r = default_runner().await;
+    let imgs = runnerlab::forge::images::ensure(&r, &[runnerlab::podman::Podman::lab().unwrap()])
+        .await
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    set_env("RUNNERLAB_CACHE_DIR", cache.path().to_str().unwrap());
+    let got = runner::get(&GetOptions {
+        from: Some(Source::Image(imgs.runner.clone())),
+        helper: Some(runner::HelperSource::Image(imgs.helper.clone())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.provenance.runner_sha256, r.provenance.runner_sha256);
+    assert_eq!(got.provenance.helper_sha256, r.provenance.helper_sha256);
+    assert_eq!(got.provenance.source, format!("image:{}", imgs.runner));
+    assert!(
+        got.describe()
+            .contains("taken from image localhost/runnerlab/gitlab-runner:"),
+        "{}",
+        got.describe()
+    );
+    // Nothing of the extraction is left in the store.
+    let run = format!("forge-{}", std::process::id());
+    let left = runnerlab::podman::Podman::lab()
+        .unwrap()
+        .labelled(Some(&run))
+        .unwrap();
+    assert!(left.is_empty(), "{left}");
+}

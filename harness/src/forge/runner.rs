@@ -193,12 +193,37 @@ impl ForgedRunner {
     }
 }
 
+/// Where the helper binary comes from when the runner's source does not say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelperSource {
+    Path(PathBuf),
+    Image(String),
+}
+
+impl FromStr for HelperSource {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(r) = s.strip_prefix("image:") {
+            return Ok(HelperSource::Image(r.to_owned()));
+        }
+        let p = PathBuf::from(s.strip_prefix("path:").unwrap_or(s));
+        if !p.is_absolute() {
+            bail!(
+                "bad helper source {s:?}: expected path:/abs/gitlab-runner-helper or image:<ref>"
+            );
+        }
+        Ok(HelperSource::Path(p))
+    }
+}
+
 /// What to get.
 #[derive(Clone, Debug, Default)]
 pub struct GetOptions {
     pub version: Option<String>,
     pub from: Option<Source>,
-    pub helper: Option<PathBuf>,
+    /// The helper, for `path:` sources without a helper next to the runner, or `image:` sources
+    /// whose helper image is not the version row's.
+    pub helper: Option<HelperSource>,
 }
 
 /// Get a verified runner, building or extracting it only when the cache has no sound copy.
@@ -256,7 +281,7 @@ fn compat_dir(row: &VersionRow) -> Option<PathBuf> {
 fn cache_key(
     row: &VersionRow,
     src: &Source,
-    helper: Option<&Path>,
+    helper: Option<&HelperSource>,
 ) -> Result<(String, Option<Compat>)> {
     let compat = match (src, compat_dir(row)) {
         (Source::Module(_), Some(d)) => Some(Compat {
@@ -275,7 +300,8 @@ fn cache_key(
         other => other.to_string(),
     };
     let helper_id = match helper {
-        Some(h) => sha256_file(h)?,
+        Some(HelperSource::Path(h)) => sha256_file(h)?,
+        Some(HelperSource::Image(r)) => format!("image:{r}"),
         None => String::new(),
     };
     let key = sha256_str(&[
@@ -292,7 +318,7 @@ fn cache_key(
 const FORGE_REVISION: &str = "2";
 
 async fn get_from(row: &VersionRow, src: &Source, opts: &GetOptions) -> Result<ForgedRunner> {
-    let (key, compat) = cache_key(row, src, opts.helper.as_deref())?;
+    let (key, compat) = cache_key(row, src, opts.helper.as_ref())?;
     let root = paths::cache_dir().join("runners");
     let dir = root.join(format!("{}-{key}", row.name));
     let _guard = lock(&root.join(format!("{}-{key}.lock", row.name)))?;
@@ -308,13 +334,47 @@ async fn get_from(row: &VersionRow, src: &Source, opts: &GetOptions) -> Result<F
     let (go_version, build_flags) = match src {
         Source::Path(p) => {
             progress.step(format!("copying {}", p.display()));
-            copy_supplied(p, opts.helper.as_deref(), &staging)?;
+            copy_supplied(p, opts.helper.as_ref(), &staging, &progress).await?;
             (None, None)
         }
         Source::Image(r) => {
             // Pull only when asked for explicitly: on a machine without a registry an implicit
             // pull would only add minutes of retries before the module build.
-            extract_from_image(row, r, &staging, &progress, opts.from.is_some()).await?;
+            let helper = match &opts.helper {
+                Some(HelperSource::Image(h)) => Some(h.clone()),
+                Some(HelperSource::Path(_)) => {
+                    bail!(
+                        "an image: source takes its helper from an image: use --helper image:<ref>"
+                    )
+                }
+                None => row.helper_image.clone(),
+            };
+            let helper = helper.ok_or_else(|| {
+                anyhow!(
+                    "image source: no helper_image for {} in fixtures/runner-versions.toml\n  fix: add one, or give --helper image:<ref>",
+                    row.name
+                )
+            })?;
+            let pull = opts.from.is_some();
+            let podman = Podman::lab()?;
+            extract_binary(
+                &podman,
+                r,
+                "/usr/bin/gitlab-runner",
+                &staging.join("gitlab-runner"),
+                &progress,
+                pull,
+            )
+            .await?;
+            extract_binary(
+                &podman,
+                &helper,
+                "/usr/bin/gitlab-runner-helper",
+                &staging.join("gitlab-runner-helper"),
+                &progress,
+                pull,
+            )
+            .await?;
             (None, None)
         }
         Source::Module(pv) => {
@@ -453,91 +513,101 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn copy_supplied(runner: &Path, helper: Option<&Path>, out: &Path) -> Result<()> {
+async fn copy_supplied(
+    runner: &Path,
+    helper: Option<&HelperSource>,
+    out: &Path,
+    progress: &Progress,
+) -> Result<()> {
     if !runner.is_file() {
         bail!(
             "path source: {} is not a file\n  fix: give the absolute path of a gitlab-runner binary",
             runner.display()
         );
     }
-    let helper = match helper {
-        Some(h) => h.to_path_buf(),
+    copy_exec(runner, &out.join("gitlab-runner"))?;
+    let dest = out.join("gitlab-runner-helper");
+    match helper {
+        Some(HelperSource::Path(h)) => copy_exec(h, &dest),
+        Some(HelperSource::Image(r)) => {
+            extract_binary(
+                &Podman::lab()?,
+                r,
+                "/usr/bin/gitlab-runner-helper",
+                &dest,
+                progress,
+                true,
+            )
+            .await
+        }
         None => {
             let beside = runner.with_file_name("gitlab-runner-helper");
             if !beside.is_file() {
                 bail!(
-                    "path source: no helper binary next to {} \n  fix: supply --helper /abs/gitlab-runner-helper",
+                    "path source: no helper binary next to {}\n  fix: supply --helper /abs/gitlab-runner-helper or --helper image:<ref>",
                     runner.display()
                 );
             }
-            beside
+            copy_exec(&beside, &dest)
         }
-    };
-    copy_exec(runner, &out.join("gitlab-runner"))?;
-    copy_exec(&helper, &out.join("gitlab-runner-helper"))
+    }
 }
 
-/// Copy the binaries out of the runner and helper images (local, or pulled if a registry answers).
-async fn extract_from_image(
-    row: &VersionRow,
+/// Copy `path_in` out of image `reference` (local, or pulled when `allow_pull` and a registry answers).
+async fn extract_binary(
+    podman: &Podman,
     reference: &str,
-    out: &Path,
+    path_in: &str,
+    dest: &Path,
     progress: &Progress,
     allow_pull: bool,
 ) -> Result<()> {
-    let podman = Podman::lab()?;
-    let helper_ref = row.helper_image.clone().ok_or_else(|| {
-        anyhow!(
-            "image source: no helper_image for {} in fixtures/runner-versions.toml",
-            row.name
-        )
-    })?;
-    for (r, path_in, name) in [
-        (
-            reference.to_owned(),
-            "/usr/bin/gitlab-runner",
-            "gitlab-runner",
-        ),
-        (
-            helper_ref,
-            "/usr/bin/gitlab-runner-helper",
-            "gitlab-runner-helper",
-        ),
-    ] {
-        if !podman.image_exists(&r).await {
-            if !allow_pull {
-                bail!(
-                    "{r} is not in local storage (not pulled implicitly; use --from image:{r} to pull)"
-                );
-            }
-            progress.step(format!("pulling {r}"));
-            podman.run(["pull", "--quiet", &r]).await.map_err(|e| {
-                anyhow!(
-                    "{r} is not in local storage and cannot be pulled (no registry reachable?): {e:#}\n  \
-                     fix: load it with `podman load`, or use --from path:/abs/gitlab-runner or --from module:<pseudo-version>"
-                )
-            })?;
+    if !podman.image_exists(reference).await {
+        if !allow_pull {
+            bail!(
+                "{reference} is not in local storage (not pulled implicitly; use --from image:{reference} to pull)"
+            );
         }
-        progress.step(format!("copying {path_in} out of {r}"));
-        let ctr = podman
-            .text(["create", "--label", "runnerlab.run=forge", &r])
-            .await?;
-        let dest = tempfile::Builder::new()
-            .prefix("runnerlab-extract-")
-            .tempdir_in("/tmp")?;
-        make_world_writable(dest.path())?;
-        let copied = podman
-            .run([
-                "cp",
-                &format!("{ctr}:{path_in}"),
-                &dest.path().join(name).to_string_lossy(),
-            ])
-            .await;
-        podman.run(["rm", "-f", &ctr]).await?;
-        copied?;
-        copy_exec(&dest.path().join(name), &out.join(name))?;
+        progress.step(format!("pulling {reference}"));
+        podman.run(["pull", "--quiet", reference]).await.map_err(|e| {
+            anyhow!(
+                "{reference} is not in local storage and cannot be pulled (no registry reachable?): {e:#}\n  \
+                 fix: load it with `podman load`, or use --from path:/abs/gitlab-runner or --from module:<pseudo-version>"
+            )
+        })?;
     }
-    Ok(())
+    progress.step(format!("copying {path_in} out of {reference}"));
+    // A created (never started) container is the way to read a file out of an image; it carries
+    // the run label so that the reaper removes it should this process die right here.
+    let ctr = podman
+        .text([
+            "create",
+            "--label",
+            &format!("{}=forge-{}", crate::podman::RUN_LABEL, std::process::id()),
+            "--label",
+            &format!(
+                "{}={}",
+                crate::podman::OWNER_LABEL,
+                crate::podman::owner_tag()
+            ),
+            reference,
+        ])
+        .await?;
+    let tmp = tempfile::Builder::new()
+        .prefix("runnerlab-extract-")
+        .tempdir_in("/tmp")?;
+    make_world_writable(tmp.path())?;
+    let name = Path::new(path_in).file_name().expect("a file path");
+    let copied = podman
+        .run([
+            "cp",
+            &format!("{ctr}:{path_in}"),
+            &tmp.path().join(name).to_string_lossy(),
+        ])
+        .await;
+    podman.run(["rm", "-f", &ctr]).await?;
+    copied.with_context(|| format!("{reference} has no {path_in}"))?;
+    copy_exec(&tmp.path().join(name), dest)
 }
 
 fn make_world_writable(p: &Path) -> Result<()> {
