@@ -33,7 +33,7 @@ pub struct Case {
     pub run: CaseFn,
 }
 
-const SHELL: &[Executor] = &[Executor::Shell];
+const SHELL_CUSTOM: &[Executor] = &[Executor::Shell, Executor::Custom];
 
 /// Every case, in report order.
 pub fn cases() -> Vec<Case> {
@@ -41,25 +41,25 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "hello",
             about: "a job clones the project over HTTP, runs its script and succeeds; the trace checksum matches",
-            modes: SHELL,
+            modes: SHELL_CUSTOM,
             run: |lab| Box::pin(hello(lab)),
         },
         Case {
             name: "exit-code",
             about: "`exit 3` fails the job with script_failure and exit code 3",
-            modes: SHELL,
+            modes: SHELL_CUSTOM,
             run: |lab| Box::pin(exit_code(lab)),
         },
         Case {
             name: "job-timeout",
             about: "a job with `timeout: 10s` that sleeps 60 s fails with job_execution_timeout",
-            modes: SHELL,
+            modes: SHELL_CUSTOM,
             run: |lab| Box::pin(job_timeout(lab)),
         },
         Case {
             name: "config-survives-restart",
             about: "the registration in the config volume survives a runner container restart",
-            modes: SHELL,
+            modes: SHELL_CUSTOM,
             run: |lab| Box::pin(config_survives_restart(lab)),
         },
     ]
@@ -226,6 +226,24 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c.name))
         .collect();
+    let total: usize = opts
+        .modes
+        .iter()
+        .map(|m| selected.iter().filter(|c| c.modes.contains(m)).count())
+        .sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}] {msg}")
+            .expect("static template"),
+    );
+    // Result lines go above the bar on a terminal, and to stderr as plain lines elsewhere.
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     for mode in &opts.modes {
         let applicable: Vec<&Case> = selected.iter().filter(|c| c.modes.contains(mode)).collect();
         for c in selected.iter().filter(|c| !c.modes.contains(mode)) {
@@ -241,7 +259,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         if applicable.is_empty() {
             continue;
         }
-        eprintln!("runnerlab: starting a {mode} lab");
+        bar.set_message(format!("starting a {mode} lab"));
         let mut lopts = crate::lab::LabOptions::new(*mode);
         lopts.runner = opts.runner.clone();
         let lab = match crate::lab::Lab::start_with(lopts).await {
@@ -264,7 +282,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         };
         for c in applicable {
             let t = Instant::now();
-            eprint!("runnerlab: {mode:>6} {:<28} ", c.name);
+            bar.set_message(format!("{mode} {}", c.name));
             let res = (c.run)(&lab).await;
             let duration_s = t.elapsed().as_secs_f64();
             let (status, detail, trace) = match res {
@@ -296,8 +314,10 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
                     None,
                 ),
             };
-            eprintln!(
-                "{} {:.1}s",
+            bar.inc(1);
+            say(format!(
+                "runnerlab: {mode:>6} {:<28} {} {:.1}s",
+                c.name,
                 match status {
                     Status::Passed => "ok",
                     Status::KnownFinding => "ok (known finding)",
@@ -305,7 +325,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
                     Status::Failed => "FAILED",
                 },
                 duration_s
-            );
+            ));
             results.push(CaseResult {
                 name: c.name.into(),
                 mode: mode.name().into(),
@@ -318,6 +338,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         let removed = lab.shutdown().await?;
         tracing::debug!("removed {removed}");
     }
+    bar.finish_and_clear();
     let report = Report {
         schema: SCHEMA,
         run_id,

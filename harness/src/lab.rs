@@ -26,6 +26,7 @@ use crate::forge::images::{self, LabImages};
 use crate::forge::runner::{self, ForgedRunner, GetOptions};
 use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_tag};
 use crate::redact::{self, scrub};
+use crate::service::ApiService;
 use crate::{paths, reaper};
 
 /// How the runner executes jobs.
@@ -149,6 +150,8 @@ pub struct Lab {
     register_output: String,
     // Field order matters: the guard removes containers before the mock's data dir goes away.
     guard: RunGuard,
+    // Stopped after the guard removed the runner and its jobs (the custom driver talks through it).
+    _api: Option<ApiService>,
     _data: tempfile::TempDir,
 }
 
@@ -160,10 +163,9 @@ impl Lab {
 
     pub async fn start_with(opts: LabOptions) -> Result<Lab> {
         let t0 = Instant::now();
-        if opts.executor != Executor::Shell {
+        if opts.executor == Executor::Docker {
             bail!(
-                "executor {} is not supported by this runnerlab yet (only shell; docker and custom are tracked in the executor-matrix issue)",
-                opts.executor
+                "executor docker is not supported by this runnerlab yet (shell and custom are; docker is tracked in the executor-matrix issue)"
             );
         }
         let podman = Podman::lab()?;
@@ -180,6 +182,7 @@ impl Lab {
             out_dir: out_dir.clone(),
             runner_ctr: Mutex::new(None),
         };
+        let mode = ExecutorSetup::new(opts.executor, &run_id, &podman, &runner, &images).await?;
         let data = tempfile::Builder::new()
             .prefix(&format!("runnerlab-{run_id}-"))
             .tempdir()?;
@@ -221,28 +224,28 @@ impl Lab {
             ];
             a.extend(labels.iter().cloned());
             a.extend(common_run_args(&config_volume));
-            a.push(images.runner.clone());
+            a.extend(mode.run_args.iter().cloned());
+            a.push(mode.image.clone());
             a.extend(cmd.iter().map(|s| s.to_string()));
             a
         };
         let url = mock.external_url();
         let name = format!("{run_id}-runner");
+        let mut reg: Vec<&str> = vec![
+            "register",
+            "--non-interactive",
+            "--url",
+            &url,
+            "--token",
+            &registered.token,
+            "--executor",
+            opts.executor.name(),
+            "--name",
+            &name,
+        ];
+        reg.extend(mode.register_args.iter().map(String::as_str));
         let register = podman
-            .run(one_shot(
-                "register",
-                &[
-                    "register",
-                    "--non-interactive",
-                    "--url",
-                    &url,
-                    "--token",
-                    &registered.token,
-                    "--executor",
-                    opts.executor.name(),
-                    "--name",
-                    &name,
-                ],
-            ))
+            .run(one_shot("register", &reg))
             .await
             .context("gitlab-runner register")?;
         let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
@@ -250,7 +253,8 @@ impl Lab {
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
         args.extend(labels.iter().cloned());
         args.extend(common_run_args(&config_volume));
-        args.push(images.runner.clone());
+        args.extend(mode.run_args.iter().cloned());
+        args.push(mode.image.clone());
         podman
             .run(&args)
             .await
@@ -272,6 +276,7 @@ impl Lab {
             started_in: Duration::ZERO,
             register_output,
             guard,
+            _api: mode.api,
             _data: data,
         };
         lab.wait_polling(opts.ready_timeout).await?;
@@ -306,6 +311,29 @@ impl Lab {
 
     async fn wait_polling(&self, timeout: Duration) -> Result<()> {
         self.wait_polls_beyond(0, timeout).await
+    }
+
+    /// Wait until the runner is parked in a long-poll on the mock (idle and listening), so that a job
+    /// queued now is handed over at once. Returns immediately if it already is.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let held = |lab: &Lab| {
+            lab.mock
+                .runners()
+                .into_iter()
+                .find(|r| r.id == lab.registered.id)
+                .map(|r| r.long_polls)
+                .unwrap_or(0)
+        };
+        let before = held(self);
+        // A hold that started before this call may be about to time out; wait for a fresh one.
+        while held(self) == before {
+            if Instant::now() > deadline {
+                bail!("the runner did not start a long-poll within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     fn poll_count(&self) -> u64 {
@@ -413,6 +441,83 @@ impl Lab {
         let mock = self.mock.clone();
         mock.shutdown().await;
         self.guard.cleanup()
+    }
+}
+
+/// What an executor mode adds to the runner container and its registration.
+struct ExecutorSetup {
+    /// The runner image to run.
+    image: String,
+    /// Extra `podman run` arguments (mounts, environment).
+    run_args: Vec<String>,
+    /// Extra `gitlab-runner register` arguments.
+    register_args: Vec<String>,
+    /// The Podman API service the executor drives, if any.
+    api: Option<ApiService>,
+}
+
+/// Where the custom executor's Podman driver lives inside the runner image.
+const DRIVER_DIR: &str = "/opt/runnerlab/executors/podman";
+
+impl ExecutorSetup {
+    async fn new(
+        executor: Executor,
+        run_id: &str,
+        podman: &Podman,
+        runner: &ForgedRunner,
+        images: &LabImages,
+    ) -> Result<ExecutorSetup> {
+        match executor {
+            Executor::Shell => Ok(ExecutorSetup {
+                image: images.runner.clone(),
+                run_args: vec![],
+                register_args: vec![],
+                api: None,
+            }),
+            Executor::Custom => {
+                let image =
+                    images::ensure_runner_podman(runner, images, std::slice::from_ref(podman))
+                        .await?;
+                let user = podman
+                    .user()
+                    .context("the custom executor needs the rootless store")?;
+                // One API service per lab, on its own socket: labs running side by side never share one.
+                let socket = user.runtime_dir().join(format!("podman/{run_id}.sock"));
+                let api =
+                    ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
+                let mut register_args = vec![
+                    "--builds-dir".to_owned(),
+                    "/builds".to_owned(),
+                    "--cache-dir".to_owned(),
+                    "/cache".to_owned(),
+                ];
+                for stage in ["config", "prepare", "run", "cleanup"] {
+                    register_args.push(format!("--custom-{stage}-exec"));
+                    register_args.push(format!("{DRIVER_DIR}/{stage}"));
+                }
+                let env = |k: &str, v: &str| ["-e".to_owned(), format!("{k}={v}")];
+                let mut run_args = vec![
+                    "-v".to_owned(),
+                    format!("{}:/run/podman/podman.sock", socket.display()),
+                ];
+                // The driver labels what it creates with the run id, so the lab's cleanup finds it.
+                run_args.extend(env("RUNNERLAB_RUN", run_id));
+                // Job containers clone from mock-gitlab on the host's loopback, like the runner.
+                run_args.extend(env(
+                    "RUNNERLAB_NETWORK",
+                    "slirp4netns:allow_host_loopback=true",
+                ));
+                run_args.extend(env("RUNNERLAB_DEFAULT_IMAGE", &images.base));
+                run_args.extend(env("RUNNERLAB_PULL_POLICY", "never"));
+                Ok(ExecutorSetup {
+                    image,
+                    run_args,
+                    register_args,
+                    api: Some(api),
+                })
+            }
+            Executor::Docker => bail!("executor docker is not supported yet"),
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use anyhow::Result;
 
 use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_alive};
 
-/// Run ids found in a store, with their owner tag (empty when a resource lacks one).
-pub fn runs(podman: &Podman) -> Result<BTreeMap<String, String>> {
+/// Run ids found in a store, with the owner tags their resources carry. Resources made by others on
+/// the run's behalf (a job container of the custom executor, say) may carry the run label only.
+pub fn runs(podman: &Podman) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
     let fmt_c =
         format!("{{{{index .Labels \"{RUN_LABEL}\"}}}} {{{{index .Labels \"{OWNER_LABEL}\"}}}}");
@@ -24,8 +25,10 @@ pub fn runs(podman: &Podman) -> Result<BTreeMap<String, String>> {
         for line in String::from_utf8_lossy(&o.stdout).lines() {
             let mut it = line.split_whitespace();
             if let Some(run) = it.next() {
-                let owner = it.next().unwrap_or("").trim_start_matches("<no").to_owned();
-                out.entry(run.to_owned()).or_insert(owner);
+                let owners: &mut Vec<String> = out.entry(run.to_owned()).or_default();
+                if let Some(owner) = it.next().filter(|o| !o.starts_with("<no")) {
+                    owners.push(owner.to_owned());
+                }
             }
         }
     }
@@ -42,8 +45,9 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
     let mut removed = Vec::new();
     for s in stores {
         let Ok(found) = runs(s) else { continue };
-        for (run, owner) in found {
-            if all || !owner_alive(&owner) {
+        for (run, owners) in found {
+            // Alive while any of its resources names a live owner.
+            if all || !owners.iter().any(|o| owner_alive(o)) {
                 match s.remove_run(&run) {
                     Ok(r) => removed.push((run, r)),
                     Err(e) => eprintln!("runnerlab: reaping {run}: {e:#}"),

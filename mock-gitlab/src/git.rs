@@ -236,6 +236,24 @@ pub fn read_file_at(
     Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// Every file path (blobs, recursively) at a commit.
+pub fn list_files(home: &Path, bare: &Path, sha: &str) -> anyhow::Result<Vec<String>> {
+    let mut c = git(home);
+    c.arg("-C")
+        .arg(bare)
+        .args(["ls-tree", "-r", "--name-only", "-z"])
+        .arg(sha);
+    let out = c.output().context("cannot run git ls-tree")?;
+    if !out.status.success() {
+        bail!("git ls-tree failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 // ---------------------------------------------------------------------------
 // Smart HTTP
 // ---------------------------------------------------------------------------

@@ -36,12 +36,12 @@ use tokio::task::JoinHandle;
 
 pub use pipeline::lint::{Diagnostic, LintError};
 pub use state::{
-    CreatedRunner, JobRecord, JobStatus, PipelineId, PipelineRecord, PipelineStatus, Project,
-    RegisteredVia, RequestRecord, RunnerRecord, RunnerSpec,
+    ArtifactRecord, CreatedRunner, JobRecord, JobStatus, PipelineId, PipelineRecord,
+    PipelineStatus, Project, RegisteredVia, RequestRecord, RunnerRecord, RunnerSpec, Variable,
 };
 pub use trace::{normalize_trace, trace_checksum};
 
-use state::{Job, Pipeline, ProjectState, RunnerRecord as RR, State, random_token};
+use state::{Pipeline, ProjectState, RunnerRecord as RR, State, random_token};
 
 /// Configuration of a mock instance.
 #[derive(Clone)]
@@ -60,6 +60,9 @@ pub struct Config {
     pub trace_update_interval: u32,
     /// Bare repositories and fixture work trees go here.
     pub data_dir: PathBuf,
+    /// Artifact uploads above this many bytes are refused with 413
+    /// (GitLab's default maximum artifacts size is 100 MiB).
+    pub max_artifact_size: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for Config {
             .field("long_poll", &self.long_poll)
             .field("trace_update_interval", &self.trace_update_interval)
             .field("data_dir", &self.data_dir)
+            .field("max_artifact_size", &self.max_artifact_size)
             .finish()
     }
 }
@@ -89,6 +93,7 @@ impl Default for Config {
                 std::process::id(),
                 random_token("", 8)
             )),
+            max_artifact_size: 100 * 1024 * 1024,
         }
     }
 }
@@ -101,6 +106,7 @@ pub(crate) struct Inner {
     pub(crate) long_poll: Duration,
     pub(crate) trace_update_interval: u32,
     pub(crate) data_dir: PathBuf,
+    pub(crate) max_artifact_size: u64,
     state: Mutex<State>,
     /// Queue version; bumped whenever jobs become pending.
     pub(crate) queue_tx: watch::Sender<u64>,
@@ -143,6 +149,42 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// The predefined variables `rules:if` and `workflow:rules` can see at
+/// pipeline creation (the job-level ones do not exist yet then).
+fn rules_variables(
+    project: &str,
+    project_id: u64,
+    git_ref: &str,
+    sha: &str,
+) -> Vec<(String, String)> {
+    let (namespace, name) = project.rsplit_once('/').unwrap_or(("", project));
+    [
+        ("CI", "true".to_string()),
+        ("GITLAB_CI", "true".to_string()),
+        ("CI_COMMIT_BRANCH", git_ref.to_string()),
+        ("CI_COMMIT_REF_NAME", git_ref.to_string()),
+        ("CI_COMMIT_REF_SLUG", payload::slugify(git_ref)),
+        ("CI_COMMIT_REF_PROTECTED", "true".to_string()),
+        ("CI_COMMIT_SHA", sha.to_string()),
+        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
+        ("CI_COMMIT_BEFORE_SHA", "0".repeat(40)),
+        ("CI_COMMIT_MESSAGE", git::COMMIT_MESSAGE.to_string()),
+        ("CI_COMMIT_TITLE", git::COMMIT_MESSAGE.trim().to_string()),
+        ("CI_DEFAULT_BRANCH", "main".to_string()),
+        ("CI_PIPELINE_SOURCE", "push".to_string()),
+        ("CI_PROJECT_ID", project_id.to_string()),
+        ("CI_PROJECT_PATH", project.to_string()),
+        ("CI_PROJECT_NAME", name.to_string()),
+        ("CI_PROJECT_NAMESPACE", namespace.to_string()),
+        ("CI_SERVER_NAME", "GitLab".to_string()),
+        ("CI_SERVER_VERSION", payload::SERVER_VERSION.to_string()),
+        ("GITLAB_USER_LOGIN", "root".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A running mock GitLab. Cheap to clone; all clones share one server.
@@ -193,6 +235,7 @@ impl MockGitlab {
             long_poll: cfg.long_poll,
             trace_update_interval: cfg.trace_update_interval,
             data_dir: cfg.data_dir.clone(),
+            max_artifact_size: cfg.max_artifact_size,
             state: Mutex::new(State::new()),
             queue_tx,
             changes_tx,
@@ -276,6 +319,7 @@ impl MockGitlab {
                 project: project.clone(),
                 bare_repo: bare,
                 pipeline_iid: 0,
+                variables: Vec::new(),
             },
         );
         tracing::info!(project = %path, id, sha = %project.sha, "project added");
@@ -320,7 +364,30 @@ impl MockGitlab {
                 ));
             }
         };
-        let cfg = pipeline::config::parse_config(&src, FILE)?;
+        let (project_id, project_vars) = {
+            let st = self.inner.lock();
+            match st.projects.get(project) {
+                Some(p) => (p.project.id, p.variables.clone()),
+                None => (0, Vec::new()),
+            }
+        };
+        let files = git::list_files(&self.inner.data_dir, &bare, &sha).unwrap_or_default();
+        let data_dir = self.inner.data_dir.clone();
+        let read = |path: &str| -> Option<String> {
+            git::read_file_at(&data_dir, &bare, &sha, path)
+                .ok()
+                .flatten()
+        };
+        let pcx = pipeline::config::PipelineContext {
+            variables: rules_variables(project, project_id, git_ref, &sha),
+            project_variables: project_vars
+                .iter()
+                .map(|v| (v.key.clone(), v.value.clone()))
+                .collect(),
+            files,
+            read_file: &read,
+        };
+        let cfg = pipeline::config::parse_config_with(&src, FILE, &pcx)?;
 
         let mut st = self.inner.lock();
         let pid = PipelineId(st.next_pipeline_id);
@@ -338,45 +405,8 @@ impl MockGitlab {
         let mut specs = cfg.jobs.clone();
         specs.sort_by_key(|j| cfg.stages.iter().position(|s| *s == j.stage));
         for spec in specs {
-            let id = st.next_job_id;
-            st.next_job_id += 1;
+            let id = st.insert_job(pid, project, spec, cfg.variables.clone(), None);
             job_ids.push(id);
-            let record = JobRecord {
-                id,
-                pipeline_id: pid,
-                project: project.to_string(),
-                name: spec.name.clone(),
-                stage: spec.stage.clone(),
-                status: JobStatus::Created,
-                failure_reason: None,
-                exit_code: None,
-                trace: Vec::new(),
-                checksum_ok: None,
-                reported_bytesize: None,
-                reported_checksum: None,
-                runner_id: None,
-                allow_failure: spec.allow_failure.allowed,
-                timeout_s: spec.timeout_s,
-                state_updates: Vec::new(),
-                trace_patches: 0,
-                trace_rejections: 0,
-                created_at: now,
-                queued_at: None,
-                dispatched_at: None,
-                started_at: None,
-                finished_at: None,
-                dispatched_wall: None,
-                finished_wall: None,
-            };
-            st.jobs.insert(
-                id,
-                Job {
-                    record,
-                    token: random_token("glcbt-", 24),
-                    spec,
-                    pipeline_variables: cfg.variables.clone(),
-                },
-            );
         }
         st.pipelines.insert(
             pid.0,
@@ -506,6 +536,108 @@ impl MockGitlab {
     /// Where bare repositories and work trees are kept.
     pub fn data_dir(&self) -> PathBuf {
         self.inner.data_dir.clone()
+    }
+
+    /// Set (or replace) a project CI/CD variable. It applies to pipelines
+    /// created afterwards, overrides YAML variables of the same name, and is
+    /// visible to `rules:if`.
+    ///
+    /// Like GitLab, a masked value must be at least 8 characters long and
+    /// may not contain whitespace; the key must be letters, digits and `_`.
+    pub fn set_variable(&self, project: &str, var: Variable) -> anyhow::Result<()> {
+        if var.key.is_empty()
+            || !var
+                .key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(anyhow!(
+                "variable key {:?} is invalid: use letters, digits and underscores",
+                var.key
+            ));
+        }
+        if var.masked && (var.value.chars().count() < 8 || var.value.contains(char::is_whitespace))
+        {
+            return Err(anyhow!(
+                "variable {} cannot be masked: the value must be at least 8 characters without whitespace",
+                var.key
+            ));
+        }
+        let mut st = self.inner.lock();
+        let p = st
+            .projects
+            .get_mut(project)
+            .ok_or_else(|| anyhow!("project {project} does not exist"))?;
+        p.variables.retain(|v| v.key != var.key);
+        tracing::info!(%project, key = %var.key, masked = var.masked, file = var.file, "project variable set");
+        p.variables.push(var);
+        Ok(())
+    }
+
+    /// A project's CI/CD variables.
+    pub fn variables(&self, project: &str) -> Vec<Variable> {
+        self.inner
+            .lock()
+            .projects
+            .get(project)
+            .map(|p| p.variables.clone())
+            .unwrap_or_default()
+    }
+
+    /// Artifacts uploaded by a job (one per `artifact_type`), empty if none
+    /// or if the job does not exist.
+    pub fn artifacts(&self, job_id: u64) -> Vec<ArtifactRecord> {
+        self.inner
+            .lock()
+            .jobs
+            .get(&job_id)
+            .map(|j| j.artifacts.clone())
+            .unwrap_or_default()
+    }
+
+    /// Cancel a job, as the "Cancel" button does.
+    ///
+    /// * created/pending: canceled at once (never handed out);
+    /// * running, `graceful`: every following PATCH/PUT is answered with
+    ///   `Job-Status: canceling`; the runner stops the script, runs
+    ///   `after_script`, and its final `failed` is recorded as `canceled`
+    ///   (a final `success` that raced the cancel stays `success`);
+    /// * running, forced: recorded `canceled` at once; the runner's next
+    ///   PATCH/PUT gets 403 with `Job-Status: canceled` and it aborts.
+    ///
+    /// Canceling a finished job is an error.
+    pub fn cancel_job(&self, id: u64, graceful: bool) -> anyhow::Result<()> {
+        let mut st = self.inner.lock();
+        let pid = pipeline::cancel_job(&mut st, id, graceful)?;
+        let adv = pipeline::advance(&mut st, pid);
+        drop(st);
+        self.inner.notify_change(&adv);
+        Ok(())
+    }
+
+    /// Cancel every unfinished job of a pipeline (see [`MockGitlab::cancel_job`]);
+    /// jobs not started yet are canceled at once.
+    pub fn cancel_pipeline(&self, id: PipelineId, graceful: bool) -> anyhow::Result<()> {
+        let mut st = self.inner.lock();
+        let job_ids = st
+            .pipelines
+            .get(&id.0)
+            .map(|p| p.job_ids.clone())
+            .ok_or_else(|| anyhow!("pipeline {id} does not exist"))?;
+        for jid in job_ids {
+            let unfinished = st
+                .jobs
+                .get(&jid)
+                .is_some_and(|j| !j.record.status.is_complete() && !j.record.canceling);
+            if unfinished {
+                pipeline::cancel_job(&mut st, jid, graceful)?;
+            }
+        }
+        let adv = pipeline::advance(&mut st, id);
+        drop(st);
+        tracing::info!(pipeline = %id, graceful, "pipeline canceled");
+        self.inner.notify_change(&adv);
+        Ok(())
     }
 
     /// Stop serving. Held long polls are answered (204) at once, in-flight

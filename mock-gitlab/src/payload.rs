@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::pipeline::config::{ImageSpec, JobSpec, Variable};
+use crate::pipeline::config::{ArtifactsSpec, CacheKey, CacheSpec, ImageSpec, JobSpec, Variable};
 
 /// GitLab's full list of failure reasons (`Ci::Build.failure_reasons`); the
 /// runner maps its own reasons against this list before reporting.
@@ -75,7 +75,7 @@ pub struct JobPayload {
     pub artifacts: Vec<serde_json::Value>,
     pub cache: Vec<serde_json::Value>,
     pub credentials: Vec<serde_json::Value>,
-    pub dependencies: Vec<serde_json::Value>,
+    pub dependencies: Vec<Dependency>,
     pub hooks: Vec<serde_json::Value>,
     pub features: Features,
 }
@@ -170,26 +170,135 @@ pub struct Step {
     pub allow_failure: bool,
 }
 
+/// `image` and each `services[]` entry (GitLab's `Image`/`Service` entities).
 #[derive(Serialize, Debug, Clone)]
 pub struct Image {
     pub name: String,
+    /// Services only; one alias or a comma-separated list, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Services only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// Always an array when present: a string here fails decoding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<Vec<String>>,
     pub ports: Vec<serde_json::Value>,
+    /// Services only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<JobVariable>,
+    /// `{docker: {user, platform}}`; unknown keys here make the runner fail the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_opts: Option<serde_json::Value>,
 }
 
 impl From<&ImageSpec> for Image {
     fn from(s: &ImageSpec) -> Self {
+        let mut docker = serde_json::Map::new();
+        if let Some(u) = &s.docker_user {
+            docker.insert("user".into(), u.clone().into());
+        }
+        if let Some(p) = &s.docker_platform {
+            docker.insert("platform".into(), p.clone().into());
+        }
         Image {
             name: s.name.clone(),
+            alias: s.alias.clone(),
+            command: s.command.clone(),
             entrypoint: s.entrypoint.clone(),
             pull_policy: s.pull_policy.clone(),
             ports: Vec::new(),
+            variables: s
+                .variables
+                .iter()
+                .map(|v| JobVariable {
+                    raw: v.raw,
+                    ..JobVariable::public(&v.key, v.value.clone())
+                })
+                .collect(),
+            executor_opts: (!docker.is_empty())
+                .then(|| serde_json::json!({ "docker": serde_json::Value::Object(docker) })),
         }
     }
+}
+
+/// One `dependencies[]` entry: a finished job whose archive the runner downloads.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub id: u64,
+    pub name: String,
+    /// The *running* job's token (recent GitLab); the download accepts it.
+    pub token: String,
+    pub artifacts_file: ArtifactsFile,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactsFile {
+    pub filename: String,
+    /// An integer: a float fails decoding.
+    pub size: u64,
+}
+
+/// `artifacts[]` entries as GitLab's `BuildRunnerPresenter#artifacts` makes
+/// them: the archive (if there are paths or untracked) then one per report.
+pub fn artifact_entries(a: &ArtifactsSpec) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    if !a.paths.is_empty() || a.untracked {
+        out.push(serde_json::json!({
+            "name": a.name,
+            "untracked": a.untracked,
+            "paths": a.paths,
+            "exclude": a.exclude,
+            "when": a.when,
+            "artifact_type": "archive",
+            "artifact_format": "zip",
+            "expire_in": a.expire_in,
+        }));
+    }
+    for (kind, paths) in &a.reports {
+        let Some((_, format, file)) = crate::pipeline::keywords::REPORT_TYPES
+            .iter()
+            .find(|(t, _, _)| t == kind)
+        else {
+            continue;
+        };
+        out.push(serde_json::json!({
+            "name": file,
+            "untracked": false,
+            "paths": paths,
+            "when": "always",
+            "artifact_type": kind,
+            "artifact_format": format,
+            "expire_in": a.expire_in,
+        }));
+    }
+    out
+}
+
+/// `cache[]` entries. GitLab's "separate caches for protected branches"
+/// (on by default) suffixes keys and fallback keys with `-protected` on
+/// protected refs, which every mock ref is.
+pub fn cache_entries(caches: &[CacheSpec]) -> Vec<serde_json::Value> {
+    caches
+        .iter()
+        .map(|c| {
+            let key = match &c.key {
+                CacheKey::Plain(k) => k.clone(),
+                // Resolved at pipeline creation; kept for completeness.
+                CacheKey::Files { prefix, .. } => prefix.clone().unwrap_or_else(|| "default".into()),
+            };
+            serde_json::json!({
+                "key": format!("{key}-protected"),
+                "untracked": c.untracked,
+                "policy": c.policy,
+                "paths": c.paths,
+                "when": c.when,
+                "fallback_keys": c.fallback_keys.iter().map(|k| format!("{k}-protected")).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -218,6 +327,9 @@ pub struct PayloadContext<'a> {
     pub runner_description: &'a str,
     pub runner_tags: &'a [String],
     pub time_in_queue_s: u64,
+    /// Project CI/CD variables; sent after the YAML ones, so they win.
+    pub project_variables: &'a [crate::Variable],
+    pub dependencies: Vec<Dependency>,
 }
 
 /// Lowercase, non-alphanumerics to `-`, at most 63 chars, no leading or
@@ -280,11 +392,20 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         .iter()
         .chain(spec.variables.iter())
         .collect();
-    let depth = yaml_vars
+    let depth = cx
+        .project_variables
         .iter()
         .rev()
         .find(|v| v.key == "GIT_DEPTH")
-        .map(|v| v.value.trim().parse::<u32>().unwrap_or(0))
+        .map(|v| v.value.clone())
+        .or_else(|| {
+            yaml_vars
+                .iter()
+                .rev()
+                .find(|v| v.key == "GIT_DEPTH")
+                .map(|v| v.value.clone())
+        })
+        .map(|v| v.trim().parse::<u32>().unwrap_or(0))
         .unwrap_or(DEFAULT_GIT_DEPTH);
 
     let short_sha: String = cx.sha.chars().take(8).collect();
@@ -319,7 +440,10 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         p("CI_JOB_NAME", spec.name.clone()),
         p("CI_JOB_NAME_SLUG", slugify(&spec.name)),
         p("CI_JOB_STAGE", spec.stage.clone()),
-        p("CI_NODE_TOTAL", "1"),
+        p(
+            "CI_NODE_TOTAL",
+            spec.node.map(|(_, n)| n).unwrap_or(1).to_string(),
+        ),
         p("CI", "true"),
         p("GITLAB_CI", "true"),
         p("CI_SERVER_FQDN", host.clone()),
@@ -405,10 +529,23 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         p("GITLAB_USER_LOGIN", "root"),
         p("GITLAB_USER_NAME", "Administrator"),
     ];
+    if let Some((i, _)) = spec.node {
+        variables.push(p("CI_NODE_INDEX", i.to_string()));
+    }
     for v in yaml_vars {
         variables.push(JobVariable {
             raw: v.raw,
             ..p(&v.key, v.value.clone())
+        });
+    }
+    for v in cx.project_variables {
+        variables.push(JobVariable {
+            key: v.key.clone(),
+            value: v.value.clone(),
+            public: false,
+            masked: v.masked,
+            file: v.file,
+            raw: v.raw,
         });
     }
 
@@ -478,11 +615,15 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         variables,
         steps,
         image: spec.image.as_ref().map(Image::from),
-        services: Vec::new(),
-        artifacts: Vec::new(),
-        cache: Vec::new(),
+        services: spec.services.iter().map(Image::from).collect(),
+        artifacts: spec
+            .artifacts
+            .as_ref()
+            .map(artifact_entries)
+            .unwrap_or_default(),
+        cache: cache_entries(&spec.cache),
         credentials: Vec::new(),
-        dependencies: Vec::new(),
+        dependencies: cx.dependencies.clone(),
         hooks: Vec::new(),
         features: Features {
             trace_sections: true,
@@ -511,15 +652,56 @@ mod tests {
             }],
             image: Some(ImageSpec {
                 name: "alpine".into(),
-                entrypoint: None,
                 pull_policy: Some(vec!["always".into()]),
+                docker_user: Some("1000".into()),
+                ..ImageSpec::default()
             }),
             timeout_s: 10,
             tags: vec![],
             allow_failure: AllowFailure::default(),
             when: When::OnSuccess,
             pos: Pos::default(),
+            services: vec![ImageSpec {
+                name: "postgres:16".into(),
+                alias: Some("db,pg".into()),
+                command: Some(vec!["postgres".into(), "-c".into(), "fsync=off".into()]),
+                variables: vec![Variable {
+                    key: "POSTGRES_PASSWORD".into(),
+                    value: "x".into(),
+                    raw: false,
+                }],
+                ..ImageSpec::default()
+            }],
+            artifacts: Some(ArtifactsSpec {
+                paths: vec!["out/".into()],
+                when: "on_success".into(),
+                expire_in: Some("1 week".into()),
+                reports: vec![("junit".into(), vec!["report.xml".into()])],
+                ..ArtifactsSpec::default()
+            }),
+            cache: vec![CacheSpec {
+                key: CacheKey::Plain("deps".into()),
+                paths: vec!["vendor/".into()],
+                untracked: false,
+                policy: "pull-push".into(),
+                when: "on_success".into(),
+                fallback_keys: vec!["main".into()],
+            }],
+            dependencies: None,
+            needs: None,
+            retry: Default::default(),
+            interruptible: false,
+            rules: None,
+            node: Some((2, 3)),
+            base_name: "hello world".into(),
         };
+        let project_vars = vec![crate::Variable {
+            key: "SECRET".into(),
+            value: "s3cr3t-value".into(),
+            masked: true,
+            file: true,
+            ..Default::default()
+        }];
         let globals = vec![Variable {
             key: "RAW".into(),
             value: "$X".into(),
@@ -543,6 +725,16 @@ mod tests {
             runner_description: "r",
             runner_tags: &["a".to_string()],
             time_in_queue_s: 0,
+            project_variables: &project_vars,
+            dependencies: vec![Dependency {
+                id: 1000,
+                name: "build".into(),
+                token: "glcbt-secret".into(),
+                artifacts_file: ArtifactsFile {
+                    filename: "artifacts.zip".into(),
+                    size: 123,
+                },
+            }],
         })
     }
 
@@ -624,5 +816,43 @@ mod tests {
             v["features"]["failure_reasons"].as_array().unwrap().len(),
             37
         );
+        assert_eq!(get("CI_NODE_INDEX")["value"], "2");
+        assert_eq!(get("CI_NODE_TOTAL")["value"], "3");
+        assert_eq!(get("SECRET")["masked"], true);
+        assert_eq!(get("SECRET")["file"], true);
+    }
+
+    #[test]
+    fn container_fields() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["image"]["name"], "alpine");
+        assert_eq!(v["image"]["executor_opts"]["docker"]["user"], "1000");
+        assert!(v["image"].get("alias").is_none());
+        let svc = &v["services"][0];
+        assert_eq!(svc["name"], "postgres:16");
+        assert_eq!(svc["alias"], "db,pg");
+        assert_eq!(
+            svc["command"],
+            serde_json::json!(["postgres", "-c", "fsync=off"])
+        );
+        assert_eq!(svc["variables"][0]["key"], "POSTGRES_PASSWORD");
+        assert!(svc["ports"].is_array());
+        let a = v["artifacts"].as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0]["artifact_type"], "archive");
+        assert_eq!(a[0]["artifact_format"], "zip");
+        assert_eq!(a[0]["paths"], serde_json::json!(["out/"]));
+        assert_eq!(a[0]["expire_in"], "1 week");
+        assert_eq!(a[1]["artifact_type"], "junit");
+        assert_eq!(a[1]["artifact_format"], "gzip");
+        assert_eq!(a[1]["name"], "junit.xml.gz");
+        assert_eq!(a[1]["when"], "always");
+        let c = &v["cache"][0];
+        assert_eq!(c["key"], "deps-protected");
+        assert_eq!(c["fallback_keys"], serde_json::json!(["main-protected"]));
+        assert_eq!(c["policy"], "pull-push");
+        let d = &v["dependencies"][0];
+        assert_eq!(d["id"], 1000);
+        assert_eq!(d["artifacts_file"]["size"], 123);
     }
 }

@@ -145,6 +145,12 @@ pub struct JobRecord {
     pub finished_at: Option<Instant>,
     pub dispatched_wall: Option<SystemTime>,
     pub finished_wall: Option<SystemTime>,
+    /// A later attempt of this job exists (`retry:`); the pipeline ignores this one.
+    pub retried: bool,
+    /// The job this one retries, if it is a retry.
+    pub retry_of: Option<u64>,
+    /// `cancel_job(_, true)` was called while it ran; the runner is being told `canceling`.
+    pub canceling: bool,
 }
 
 impl JobRecord {
@@ -174,10 +180,68 @@ pub struct PipelineRecord {
 }
 
 impl PipelineRecord {
-    /// The job with this name, if any.
+    /// The job with this name, if any (the latest attempt if it was retried).
     pub fn job(&self, name: &str) -> Option<&JobRecord> {
-        self.jobs.iter().find(|j| j.name == name)
+        self.jobs.iter().rev().find(|j| j.name == name)
     }
+
+    /// Every attempt of the job with this name, oldest first.
+    pub fn attempts(&self, name: &str) -> Vec<&JobRecord> {
+        self.jobs.iter().filter(|j| j.name == name).collect()
+    }
+}
+
+/// A project-level CI/CD variable (Settings → CI/CD → Variables).
+///
+/// Sent after the YAML variables, so it overrides them (GitLab's
+/// precedence). `protected` variables are sent too, since every mock ref is
+/// protected. Predefined variables can be overridden, as in GitLab.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    /// The runner replaces the value with `[MASKED]` in the trace.
+    pub masked: bool,
+    pub protected: bool,
+    /// The runner writes the value to a file; the variable holds its path.
+    pub file: bool,
+    /// No `$VAR` expansion by the runner.
+    pub raw: bool,
+}
+
+impl std::fmt::Debug for Variable {
+    // Masked values are secrets; keep them out of `{:?}` output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variable")
+            .field("key", &self.key)
+            .field(
+                "value",
+                &if self.masked {
+                    "[MASKED]"
+                } else {
+                    self.value.as_str()
+                },
+            )
+            .field("masked", &self.masked)
+            .field("protected", &self.protected)
+            .field("file", &self.file)
+            .field("raw", &self.raw)
+            .finish()
+    }
+}
+
+/// One uploaded artifact (`POST /jobs/:id/artifacts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    /// `artifact_type` query parameter (`archive` if absent).
+    pub artifact_type: String,
+    /// `artifact_format` query parameter (`zip` if absent).
+    pub format: String,
+    /// The filename of the multipart part `file`.
+    pub filename: String,
+    pub bytes: Vec<u8>,
+    /// `expire_in` query parameter, if sent.
+    pub expire_in: Option<String>,
 }
 
 /// How a runner came into being.
@@ -289,6 +353,8 @@ pub(crate) struct ProjectState {
     pub bare_repo: PathBuf,
     /// Pipeline counter per project (`CI_PIPELINE_IID`).
     pub pipeline_iid: u64,
+    /// Project CI/CD variables, in the order they were set.
+    pub variables: Vec<Variable>,
 }
 
 pub(crate) struct Job {
@@ -298,6 +364,8 @@ pub(crate) struct Job {
     /// Pipeline-level `variables:`, kept per job so the payload can be built
     /// without looking the pipeline up again.
     pub pipeline_variables: Vec<crate::pipeline::config::Variable>,
+    /// Uploaded artifacts, one per type (a re-upload replaces).
+    pub artifacts: Vec<ArtifactRecord>,
 }
 
 pub(crate) struct Pipeline {
@@ -363,6 +431,74 @@ impl State {
             self.requests.pop_front();
         }
         self.requests.push_back(rec);
+    }
+
+    /// Create a job in `created` state and return its id (the caller adds it
+    /// to the pipeline's `job_ids`).
+    pub fn insert_job(
+        &mut self,
+        pipeline_id: PipelineId,
+        project: &str,
+        spec: JobSpec,
+        pipeline_variables: Vec<crate::pipeline::config::Variable>,
+        retry_of: Option<u64>,
+    ) -> u64 {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let record = JobRecord {
+            id,
+            pipeline_id,
+            project: project.to_string(),
+            name: spec.name.clone(),
+            stage: spec.stage.clone(),
+            status: JobStatus::Created,
+            failure_reason: None,
+            exit_code: None,
+            trace: Vec::new(),
+            checksum_ok: None,
+            reported_bytesize: None,
+            reported_checksum: None,
+            runner_id: None,
+            allow_failure: spec.allow_failure.allowed,
+            timeout_s: spec.timeout_s,
+            state_updates: Vec::new(),
+            trace_patches: 0,
+            trace_rejections: 0,
+            created_at: Instant::now(),
+            queued_at: None,
+            dispatched_at: None,
+            started_at: None,
+            finished_at: None,
+            dispatched_wall: None,
+            finished_wall: None,
+            retried: false,
+            retry_of,
+            canceling: false,
+        };
+        self.jobs.insert(
+            id,
+            Job {
+                record,
+                token: random_token("glcbt-", 24),
+                spec,
+                pipeline_variables,
+                artifacts: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// The latest attempt of each job named `name` (or, for `parallel:`
+    /// jobs, with that base name) in a pipeline.
+    pub fn latest_jobs_named(&self, pid: PipelineId, name: &str) -> Vec<&Job> {
+        let Some(p) = self.pipelines.get(&pid.0) else {
+            return Vec::new();
+        };
+        p.job_ids
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|j| !j.record.retried && (j.spec.name == name || j.spec.base_name == name))
+            .collect()
     }
 
     pub fn pipeline_record(&self, p: &Pipeline) -> PipelineRecord {

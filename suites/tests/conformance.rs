@@ -11,7 +11,10 @@ use runnerlab::{Executor, Lab};
 #[case::job_timeout("job-timeout")]
 #[case::config_survives_restart("config-survives-restart")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn case(#[case] name: &str, #[values(Executor::Shell)] mode: Executor) -> anyhow::Result<()> {
+async fn case(
+    #[case] name: &str,
+    #[values(Executor::Shell, Executor::Custom)] mode: Executor,
+) -> anyhow::Result<()> {
     let case = conformance::case(name).expect("case exists");
     assert!(
         case.modes.contains(&mode),

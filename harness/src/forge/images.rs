@@ -19,6 +19,42 @@ pub struct LabImages {
     pub helper: String,
 }
 
+/// The runner image plus the custom executor's Podman driver (`fixtures/executors/podman/`).
+pub fn runner_podman_tag(version: &str) -> String {
+    format!("localhost/runnerlab/gitlab-runner-podman:{version}")
+}
+
+/// Build the custom-executor runner image (`FROM` the runner image) in every store; returns its tag.
+/// Unlike the others it installs the podman client from Debian, so its build needs the network.
+pub async fn ensure_runner_podman(
+    runner: &ForgedRunner,
+    images: &LabImages,
+    stores: &[Podman],
+) -> Result<String> {
+    let tag = runner_podman_tag(&runner.provenance.version);
+    let driver = paths::fixtures().join("executors/podman");
+    let files: Vec<(String, std::path::PathBuf)> =
+        ["config", "prepare", "run", "cleanup", "common.sh"]
+            .iter()
+            .map(|f| (f.to_string(), driver.join(f)))
+            .collect();
+    let refs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_path()))
+        .collect();
+    build_one(
+        &paths::fixtures().join("containerfiles/gitlab-runner-podman"),
+        &refs,
+        &images.runner,
+        &tag,
+        runner,
+        stores,
+        true,
+    )
+    .await?;
+    Ok(tag)
+}
+
 pub fn runner_tag(version: &str) -> String {
     format!("localhost/runnerlab/gitlab-runner:{version}")
 }
@@ -44,6 +80,7 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
         &images.runner,
         runner,
         stores,
+        false,
     )
     .await?;
     build_one(
@@ -53,6 +90,7 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
         &images.helper,
         runner,
         stores,
+        false,
     )
     .await?;
     Ok(images)
@@ -65,8 +103,18 @@ async fn build_one(
     tag: &str,
     runner: &ForgedRunner,
     stores: &[Podman],
+    network: bool,
 ) -> Result<()> {
-    let mut parts = vec![sha256_tree(context_src)?, base.to_owned()];
+    // The base tag names its content (recipe hash); a runner image is named by version only, so
+    // its input hash stands in for it.
+    let base_id = match stores.first() {
+        Some(s) => s
+            .image_label(base, INPUT_LABEL)
+            .await
+            .unwrap_or_else(|| base.to_owned()),
+        None => base.to_owned(),
+    };
+    let mut parts = vec![sha256_tree(context_src)?, base_id];
     for (_, b) in binaries {
         parts.push(sha256_file(b)?);
     }
@@ -93,7 +141,11 @@ async fn build_one(
         s.run([
             "build",
             "--quiet",
-            "--network=none",
+            if network {
+                "--network=host"
+            } else {
+                "--network=none"
+            },
             "--build-arg",
             &format!("BASE={base}"),
             "--label",

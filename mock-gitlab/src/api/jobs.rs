@@ -135,6 +135,7 @@ impl Inner {
             .queued_at
             .map(|q| now.saturating_duration_since(q).as_secs())
             .unwrap_or(0);
+        let dependencies = dependencies_of(&st, job_id);
         let payload = payload::build(&PayloadContext {
             job_id,
             job_token: &j.token,
@@ -153,6 +154,8 @@ impl Inner {
             runner_description: &runner.description,
             runner_tags: &runner.tags,
             time_in_queue_s: queued_for,
+            project_variables: &project.variables,
+            dependencies,
         });
         let name = j.record.name.clone();
         drop(st);
@@ -160,6 +163,59 @@ impl Inner {
         self.notify_change(&adv);
         Some(payload)
     }
+}
+
+/// The `dependencies[]` of a job about to run: the jobs named in
+/// `dependencies:`, else those in `needs:` with `artifacts: true`, else all
+/// jobs of earlier stages; only latest attempts that uploaded an archive.
+fn dependencies_of(st: &crate::state::State, job_id: u64) -> Vec<payload::Dependency> {
+    let Some(job) = st.jobs.get(&job_id) else {
+        return Vec::new();
+    };
+    let pid = job.record.pipeline_id;
+    let Some(p) = st.pipelines.get(&pid.0) else {
+        return Vec::new();
+    };
+    let named: Option<Vec<String>> = match (&job.spec.dependencies, &job.spec.needs) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(n)) => Some(
+            n.iter()
+                .filter(|n| n.artifacts)
+                .map(|n| n.job.clone())
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    let candidates: Vec<&crate::state::Job> = match named {
+        Some(names) => names
+            .iter()
+            .flat_map(|n| st.latest_jobs_named(pid, n))
+            .collect(),
+        None => {
+            let stage_idx = |s: &str| p.stages.iter().position(|x| x == s);
+            let mine = stage_idx(&job.spec.stage);
+            p.job_ids
+                .iter()
+                .filter_map(|id| st.jobs.get(id))
+                .filter(|j| !j.record.retried && stage_idx(&j.spec.stage) < mine)
+                .collect()
+        }
+    };
+    candidates
+        .into_iter()
+        .filter_map(|d| {
+            let a = d.artifacts.iter().find(|a| a.artifact_type == "archive")?;
+            Some(payload::Dependency {
+                id: d.record.id,
+                name: d.record.name.clone(),
+                token: job.token.clone(),
+                artifacts_file: payload::ArtifactsFile {
+                    filename: a.filename.clone(),
+                    size: a.bytes.len() as u64,
+                },
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -194,6 +250,20 @@ pub(crate) fn job_headers(
             hv(&interval.to_string()),
         ),
     ]
+}
+
+/// Like [`job_headers`], but a job being canceled gracefully reports
+/// `canceling` (the runner then stops the script and runs `after_script`).
+pub(crate) fn job_headers_for(
+    status: JobStatus,
+    canceling: bool,
+    interval: u32,
+) -> [(header::HeaderName, header::HeaderValue); 2] {
+    let mut h = job_headers(status, interval);
+    if canceling && status == JobStatus::Running {
+        h[0].1 = hv("canceling");
+    }
+    h
 }
 
 /// `PUT /jobs/:id`: state updates (acknowledgement, keep-alive, final).
@@ -260,14 +330,22 @@ pub(crate) async fn update(
     if reported_size.is_some() {
         r.reported_bytesize = reported_size;
     }
+    let canceling = r.canceling;
     let Some(final_status) = new_status else {
         return (
             StatusCode::OK,
-            job_headers(JobStatus::Running, interval),
+            job_headers_for(JobStatus::Running, canceling, interval),
             "200",
         )
             .into_response();
     };
+    // A graceful cancel ends with the runner's `failed`: that is `canceled`.
+    let final_status = if canceling && final_status == JobStatus::Failed {
+        JobStatus::Canceled
+    } else {
+        final_status
+    };
+    r.canceling = false;
 
     if let Some(sum) = &reported_checksum {
         let size_ok = reported_size.is_none_or(|s| s == r.trace.len() as u64);
@@ -277,7 +355,7 @@ pub(crate) async fn update(
     r.finished_at = Some(now);
     r.finished_wall = Some(SystemTime::now());
     r.exit_code = b.exit_code.and_then(|c| i32::try_from(c).ok());
-    if final_status == JobStatus::Failed {
+    if matches!(final_status, JobStatus::Failed | JobStatus::Canceled) {
         r.failure_reason = Some(
             b.failure_reason
                 .clone()
@@ -290,6 +368,7 @@ pub(crate) async fn update(
     let checksum_ok = r.checksum_ok;
     let failure = r.failure_reason.clone();
     let exit_code = r.exit_code;
+    let retry = crate::pipeline::maybe_retry(&mut st, id);
     let adv = crate::pipeline::advance(&mut st, pipeline_id);
     drop(st);
     tracing::info!(
@@ -299,6 +378,7 @@ pub(crate) async fn update(
         failure_reason = ?failure,
         exit_code = ?exit_code,
         checksum_ok = ?checksum_ok,
+        retry = ?retry,
         "job running -> {final_status}"
     );
     inner.notify_change(&adv);

@@ -1,5 +1,6 @@
 //! The runner API under `/api/v4`, plus request recording.
 
+pub mod artifacts;
 pub mod jobs;
 pub mod runners;
 pub mod trace;
@@ -37,6 +38,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/jobs/request", post(jobs::request))
         .route("/jobs/{id}", put(jobs::update))
         .route("/jobs/{id}/trace", patch(trace::append))
+        .route(
+            "/jobs/{id}/artifacts",
+            post(artifacts::upload).get(artifacts::download),
+        )
         .fallback(not_found);
     Router::new()
         .nest("/api/v4", api)

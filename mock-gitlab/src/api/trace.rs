@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::jobs::job_headers;
+use super::jobs::{job_headers, job_headers_for};
 use super::{header_value, hv, json_message};
 use crate::Inner;
 use crate::state::JobStatus;
@@ -79,7 +79,7 @@ pub(crate) async fn append(
         return (
             StatusCode::RANGE_NOT_SATISFIABLE,
             [range_header(len)],
-            job_headers(JobStatus::Running, interval),
+            job_headers_for(JobStatus::Running, r.canceling, interval),
             "416 Range Not Satisfiable",
         )
             .into_response();
@@ -90,11 +90,12 @@ pub(crate) async fn append(
         r.started_at = Some(Instant::now());
     }
     let new_len = r.trace.len();
+    let canceling = r.canceling;
     drop(st);
     (
         StatusCode::ACCEPTED,
         [range_header(new_len)],
-        job_headers(JobStatus::Running, interval),
+        job_headers_for(JobStatus::Running, canceling, interval),
     )
         .into_response()
 }

@@ -1,14 +1,20 @@
 //! `.gitlab-ci.yml` → `CiConfig`, with GitLab-lint-like diagnostics.
 //!
-//! Supported now: `stages`, top-level `variables`, `default` (before_script,
-//! after_script, image, timeout, tags, interruptible), the deprecated global
-//! `image`/`before_script`/`after_script`, and per job `stage`, `script`,
-//! `before_script`, `after_script`, `variables`, `image`, `timeout`, `tags`,
-//! `allow_failure` (bool or `exit_codes`), `when`. GitLab keywords the mock does
-//! not implement yet are reported as errors rather than silently ignored, so a
-//! test never passes for the wrong reason.
+//! Supported: `stages`, top-level `variables`, `include` (local files only),
+//! `workflow:rules`, `default` (before_script, after_script, image, services,
+//! artifacts, cache, retry, timeout, tags, interruptible), the deprecated
+//! global `image`/`services`/`cache`/`before_script`/`after_script`, YAML
+//! anchors and merge keys, `!reference`, `extends`, and per job `stage`,
+//! `script`, `before_script`, `after_script`, `variables`, `image`,
+//! `services`, `timeout`, `tags`, `allow_failure` (bool or `exit_codes`),
+//! `when`, `artifacts` (reports: junit, dotenv), `cache`, `dependencies`,
+//! `needs`, `rules` (if, changes (always true), exists, when, allow_failure,
+//! variables), `retry`, `parallel` (count or matrix), `interruptible`.
+//! GitLab keywords the mock does not implement yet are reported as errors
+//! rather than silently ignored, so a test never passes for the wrong reason.
 
 use super::duration::parse_duration;
+use super::keywords;
 use super::lint::{Diagnostic, LintError};
 use super::yaml::{Node, Pos, Value};
 
@@ -47,11 +53,108 @@ pub struct Variable {
     pub raw: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `image:` or one entry of `services:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageSpec {
     pub name: String,
     pub entrypoint: Option<Vec<String>>,
     pub pull_policy: Option<Vec<String>>,
+    /// Services only: one alias or a comma-separated list, sent as written.
+    pub alias: Option<String>,
+    /// Services only.
+    pub command: Option<Vec<String>>,
+    /// Services only.
+    pub variables: Vec<Variable>,
+    /// `docker: {user}` → `executor_opts.docker.user`.
+    pub docker_user: Option<String>,
+    /// `docker: {platform}` → `executor_opts.docker.platform`.
+    pub docker_platform: Option<String>,
+}
+
+/// `artifacts:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArtifactsSpec {
+    pub name: Option<String>,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    /// `on_success` (default), `on_failure` or `always`.
+    pub when: String,
+    pub expire_in: Option<String>,
+    /// `reports:` as (type, paths), e.g. `("junit", ["report.xml"])`.
+    pub reports: Vec<(String, Vec<String>)>,
+}
+
+/// `cache:` key: a string, or `{files, prefix}` (resolved at pipeline creation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    Plain(String),
+    Files {
+        files: Vec<String>,
+        prefix: Option<String>,
+    },
+}
+
+/// One `cache:` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub key: CacheKey,
+    pub paths: Vec<String>,
+    pub untracked: bool,
+    /// `pull`, `push` or `pull-push` (default).
+    pub policy: String,
+    /// `on_success` (default), `on_failure` or `always`.
+    pub when: String,
+    pub fallback_keys: Vec<String>,
+}
+
+/// One `needs:` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Need {
+    pub job: String,
+    /// Whether the needed job's artifacts are downloaded (default true).
+    pub artifacts: bool,
+    /// `optional: true`: no error if the job is not in the pipeline.
+    pub optional: bool,
+}
+
+/// `retry:`; `max == 0` means no retries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetrySpec {
+    pub max: u32,
+    /// Failure reasons that allow a retry (`always` = any). Empty = `always`.
+    pub when: Vec<String>,
+    /// If non-empty, only these exit codes allow a retry.
+    pub exit_codes: Vec<i32>,
+}
+
+impl RetrySpec {
+    /// Whether a failure with this reason and exit code may be retried.
+    pub fn permits(&self, reason: Option<&str>, exit_code: Option<i32>) -> bool {
+        let reason_ok = self.when.is_empty()
+            || self.when.iter().any(|w| {
+                w == "always"
+                    || Some(w.as_str()) == reason
+                    || (w == "unknown_failure" && reason.is_none())
+            });
+        let code_ok =
+            self.exit_codes.is_empty() || exit_code.is_some_and(|c| self.exit_codes.contains(&c));
+        reason_ok && code_ok
+    }
+}
+
+/// One `rules:` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub if_expr: Option<String>,
+    /// `changes:` is accepted and always true (every mock pipeline is a
+    /// push of a new branch, where GitLab also evaluates it to true).
+    pub changes: bool,
+    /// `exists:` globs, matched against the repository's files.
+    pub exists: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub allow_failure: Option<AllowFailure>,
+    pub variables: Vec<Variable>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,6 +191,21 @@ pub struct JobSpec {
     pub allow_failure: AllowFailure,
     pub when: When,
     pub pos: Pos,
+    pub services: Vec<ImageSpec>,
+    pub artifacts: Option<ArtifactsSpec>,
+    pub cache: Vec<CacheSpec>,
+    /// `dependencies:`; `None` = all jobs of earlier stages.
+    pub dependencies: Option<Vec<String>>,
+    /// `needs:`; `Some` (even empty) makes the job a DAG job.
+    pub needs: Option<Vec<Need>>,
+    pub retry: RetrySpec,
+    pub interruptible: bool,
+    /// `rules:` (already evaluated when the pipeline was created).
+    pub rules: Option<Vec<Rule>>,
+    /// `(CI_NODE_INDEX, CI_NODE_TOTAL)` for `parallel:` jobs.
+    pub node: Option<(u32, u32)>,
+    /// The job's name in the YAML (differs from `name` for `parallel:`).
+    pub base_name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,7 +230,7 @@ const TOP_LEVEL_KEYWORDS: &[&str] = &[
     "workflow",
     "spec",
 ];
-const TOP_LEVEL_UNSUPPORTED: &[&str] = &["include", "services", "cache", "workflow"];
+const TOP_LEVEL_UNSUPPORTED: &[&str] = &[];
 
 const JOB_SUPPORTED: &[&str] = &[
     "stage",
@@ -121,28 +239,28 @@ const JOB_SUPPORTED: &[&str] = &[
     "after_script",
     "variables",
     "image",
+    "services",
     "timeout",
     "tags",
     "allow_failure",
     "when",
-    // Accepted and ignored: no effect on what a runner sees.
+    "artifacts",
+    "cache",
+    "dependencies",
+    "needs",
+    "rules",
+    "retry",
+    "parallel",
     "interruptible",
+    // Accepted and ignored: no effect on what a runner sees.
     "coverage",
     "environment",
     "resource_group",
 ];
 const JOB_UNSUPPORTED: &[&str] = &[
-    "artifacts",
-    "cache",
-    "services",
-    "dependencies",
-    "needs",
-    "rules",
     "only",
     "except",
-    "extends",
     "trigger",
-    "parallel",
     "release",
     "secrets",
     "hooks",
@@ -150,7 +268,6 @@ const JOB_UNSUPPORTED: &[&str] = &[
     "inherit",
     "start_in",
     "run",
-    "retry",
     "identity",
     "id_tokens",
     "manual_confirmation",
@@ -160,18 +277,15 @@ const DEFAULT_SUPPORTED: &[&str] = &[
     "before_script",
     "after_script",
     "image",
+    "services",
+    "artifacts",
+    "cache",
+    "retry",
     "timeout",
     "tags",
     "interruptible",
 ];
-const DEFAULT_UNSUPPORTED: &[&str] = &[
-    "artifacts",
-    "cache",
-    "hooks",
-    "id_tokens",
-    "retry",
-    "services",
-];
+const DEFAULT_UNSUPPORTED: &[&str] = &["hooks", "id_tokens"];
 
 /// Defaults applying to every job.
 #[derive(Default)]
@@ -179,27 +293,76 @@ struct Defaults {
     before_script: Option<Vec<String>>,
     after_script: Option<Vec<String>>,
     image: Option<ImageSpec>,
+    services: Option<Vec<ImageSpec>>,
+    artifacts: Option<ArtifactsSpec>,
+    cache: Option<Vec<CacheSpec>>,
+    retry: Option<RetrySpec>,
+    interruptible: Option<bool>,
     timeout_s: Option<u64>,
     tags: Option<Vec<String>>,
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    errors: Vec<Diagnostic>,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) errors: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
+    pub(super) fn err(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
         self.errors
             .push(Diagnostic::new(self.file, Some(pos), message.into(), hint));
     }
 }
 
-const UNSUPPORTED_HINT: &str =
+pub(super) const UNSUPPORTED_HINT: &str =
     "mock-gitlab does not implement this keyword yet; remove it or extend mock-gitlab/src/pipeline";
 
-/// Parse and validate a CI configuration.
+/// What pipeline creation knows beyond the YAML itself: variables for
+/// `rules:if` (predefined and project variables), the repository's files
+/// (`rules:exists`) and a reader for `include:local` and `cache:key:files`.
+pub struct PipelineContext<'a> {
+    /// Predefined variables (`CI_COMMIT_BRANCH`, …).
+    pub variables: Vec<(String, String)>,
+    /// Project CI/CD variables (they override YAML ones).
+    pub project_variables: Vec<(String, String)>,
+    pub files: Vec<String>,
+    pub read_file: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn no_file(_: &str) -> Option<String> {
+    None
+}
+
+impl PipelineContext<'static> {
+    /// A push pipeline on `branch` of a repository without files.
+    pub fn for_branch(branch: &str) -> Self {
+        PipelineContext {
+            variables: vec![
+                ("CI_COMMIT_BRANCH".into(), branch.into()),
+                ("CI_COMMIT_REF_NAME".into(), branch.into()),
+                ("CI_DEFAULT_BRANCH".into(), "main".into()),
+                ("CI_PIPELINE_SOURCE".into(), "push".into()),
+            ],
+            project_variables: Vec::new(),
+            files: Vec::new(),
+            read_file: &no_file,
+        }
+    }
+}
+
+/// Parse and validate a CI configuration (as a push pipeline on `main` of a
+/// repository without other files).
 pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
+    parse_config_with(src, file, &PipelineContext::for_branch("main"))
+}
+
+/// Parse, validate and evaluate (`include`, `extends`, `!reference`,
+/// `rules`, `workflow:rules`, `parallel`, `cache:key:files`) a CI configuration.
+pub fn parse_config_with(
+    src: &str,
+    file: &str,
+    pcx: &PipelineContext<'_>,
+) -> Result<CiConfig, LintError> {
     let Some(root) = super::yaml::parse(src, file)? else {
         return Err(LintError::general(
             file,
@@ -211,7 +374,7 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
         file,
         errors: Vec::new(),
     };
-    let Some(map) = root.as_map() else {
+    if root.as_map().is_none() {
         cx.err(
             root.pos,
             format!("root config should be a hash, not {}", root.type_name()),
@@ -220,7 +383,14 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
         return Err(LintError {
             diagnostics: cx.errors,
         });
-    };
+    }
+    let root = super::preprocess::preprocess(&mut cx, root, pcx.read_file);
+    if !cx.errors.is_empty() {
+        return Err(LintError {
+            diagnostics: cx.errors,
+        });
+    }
+    let map = root.as_map().unwrap_or_default();
 
     // Stages.
     let mut stages: Vec<String> = DEFAULT_STAGES.iter().map(|s| s.to_string()).collect();
@@ -259,9 +429,18 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
     if let Some(n) = root.get("image") {
         defaults.image = parse_image(&mut cx, n, "image");
     }
+    if let Some(n) = root.get("services") {
+        defaults.services = keywords::parse_services(&mut cx, n, "services");
+    }
+    if let Some(n) = root.get("cache") {
+        defaults.cache = keywords::parse_cache(&mut cx, n, "cache");
+    }
     if let Some(d) = root.get("default") {
         parse_default(&mut cx, d, &mut defaults);
     }
+    let workflow_rules = root
+        .get("workflow")
+        .and_then(|n| keywords::parse_workflow(&mut cx, n));
 
     // Unsupported top-level keywords.
     for (k, _) in map {
@@ -279,6 +458,7 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
     // Jobs.
     let mut jobs = Vec::new();
     let mut visible = 0usize;
+    let mut all_names = Vec::new();
     for (k, v) in map {
         let Some(name) = k.scalar_string() else {
             cx.err(
@@ -292,10 +472,11 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
             continue;
         }
         visible += 1;
-        if let Some(job) = parse_job(&mut cx, &name, k.pos, v, &defaults, &all_stages)
-            && job.when != When::Never
-        {
-            jobs.push(job);
+        if let Some((job, parallel)) = parse_job(&mut cx, &name, k.pos, v, &defaults, &all_stages) {
+            for j in expand_parallel(job, parallel) {
+                all_names.push(j.name.clone());
+                jobs.push(j);
+            }
         }
     }
     if visible == 0 && cx.errors.is_empty() {
@@ -310,12 +491,141 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
             diagnostics: cx.errors,
         });
     }
+
+    // workflow:rules decide whether there is a pipeline at all.
+    if let Some(rules) = &workflow_rules {
+        let lookup = |k: &str| lookup_var(pcx, &variables, &[], k);
+        match first_matching_rule(rules, &lookup, &pcx.files) {
+            Some(r) if r.when != Some(When::Never) => {}
+            _ => {
+                return Err(LintError::general(
+                    file,
+                    "Pipeline filtered out by workflow rules.",
+                    Some("no workflow:rules entry matched, or the matching one says when: never"),
+                ));
+            }
+        }
+    }
+
+    // rules: decide which jobs exist and with which `when`.
+    let mut kept = Vec::new();
+    for mut job in jobs {
+        if let Some(rules) = job.rules.clone() {
+            let lookup = |k: &str| lookup_var(pcx, &variables, &job.variables, k);
+            match first_matching_rule(&rules, &lookup, &pcx.files) {
+                None => continue,
+                Some(r) => {
+                    if let Some(w) = r.when {
+                        job.when = w;
+                    }
+                    if let Some(a) = &r.allow_failure {
+                        job.allow_failure = a.clone();
+                    }
+                    job.variables.extend(r.variables.iter().cloned());
+                }
+            }
+        }
+        if job.when == When::Never {
+            continue;
+        }
+        for c in &mut job.cache {
+            if let CacheKey::Files { files, prefix } = &c.key {
+                c.key = CacheKey::Plain(files_key(files, prefix.as_deref(), pcx.read_file));
+            }
+        }
+        kept.push(job);
+    }
+    let jobs = kept;
+
+    // needs: and dependencies: must name jobs of this pipeline.
+    let base_of = |n: &str| -> Vec<&JobSpec> {
+        jobs.iter()
+            .filter(|j| j.name == n || j.base_name == n)
+            .collect()
+    };
+    for j in &jobs {
+        let stage_idx = all_stages.iter().position(|s| *s == j.stage);
+        if let Some(needs) = &j.needs {
+            for n in needs {
+                let found = base_of(&n.job);
+                if found.is_empty() && !n.optional {
+                    let why = if all_names.contains(&n.job) {
+                        "is not in any previous stage (it was excluded by rules)"
+                    } else {
+                        "does not exist in the pipeline"
+                    };
+                    cx.err(
+                        j.pos,
+                        format!(
+                            "'{}' job needs '{}' job, but '{}' {why}",
+                            j.name, n.job, n.job
+                        ),
+                        Some("fix the name or mark the need optional: true"),
+                    );
+                }
+                for f in found {
+                    let fi = all_stages.iter().position(|s| *s == f.stage);
+                    if fi > stage_idx {
+                        cx.err(
+                            j.pos,
+                            format!(
+                                "'{}' job needs '{}' job, but '{}' is in a later stage",
+                                j.name, n.job, n.job
+                            ),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(deps) = &j.dependencies {
+            for d in deps {
+                let found = base_of(d);
+                if found.is_empty() {
+                    cx.err(
+                        j.pos,
+                        format!("jobs:{} dependencies: undefined dependency: {d}", j.name),
+                        None,
+                    );
+                }
+                let in_needs = j
+                    .needs
+                    .as_ref()
+                    .is_some_and(|ns| ns.iter().any(|n| n.job == *d));
+                if j.needs.is_some() && !in_needs {
+                    cx.err(
+                        j.pos,
+                        format!(
+                            "jobs:{} dependencies the {d} should be part of needs",
+                            j.name
+                        ),
+                        None,
+                    );
+                }
+                for f in found {
+                    let fi = all_stages.iter().position(|s| *s == f.stage);
+                    if fi >= stage_idx && j.needs.is_none() {
+                        cx.err(
+                            j.pos,
+                            format!("jobs:{} dependencies: {d} is not defined in current or prior stages", j.name),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !cx.errors.is_empty() {
+        return Err(LintError {
+            diagnostics: cx.errors,
+        });
+    }
     if jobs.is_empty() {
         // Every job is `when: never`: GitLab refuses to create an empty pipeline.
         return Err(LintError::general(
             file,
             "no jobs would run in this pipeline",
-            Some("all jobs are `when: never`"),
+            Some("all jobs are `when: never` or excluded by rules"),
         ));
     }
     Ok(CiConfig {
@@ -323,6 +633,126 @@ pub fn parse_config(src: &str, file: &str) -> Result<CiConfig, LintError> {
         variables,
         jobs,
     })
+}
+
+/// A variable as `rules:if` sees it: project variables win over job
+/// variables, which win over global YAML variables, which win over
+/// predefined ones.
+fn lookup_var(
+    pcx: &PipelineContext<'_>,
+    globals: &[Variable],
+    job: &[Variable],
+    key: &str,
+) -> Option<String> {
+    let find = |vars: &[(String, String)]| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    find(&pcx.project_variables)
+        .or_else(|| {
+            job.iter()
+                .rev()
+                .find(|v| v.key == key)
+                .map(|v| v.value.clone())
+        })
+        .or_else(|| {
+            globals
+                .iter()
+                .rev()
+                .find(|v| v.key == key)
+                .map(|v| v.value.clone())
+        })
+        .or_else(|| find(&pcx.variables))
+}
+
+fn first_matching_rule<'r>(
+    rules: &'r [Rule],
+    vars: &dyn Fn(&str) -> Option<String>,
+    files: &[String],
+) -> Option<&'r Rule> {
+    rules.iter().find(|r| {
+        let if_ok = r
+            .if_expr
+            .as_deref()
+            .is_none_or(|e| super::rules::eval_if(e, vars).unwrap_or(false));
+        let exists_ok = r.exists.as_ref().is_none_or(|globs| {
+            globs
+                .iter()
+                .any(|g| files.iter().any(|f| super::rules::glob_match(g, f)))
+        });
+        if_ok && exists_ok
+    })
+}
+
+/// `cache:key:files` → `<prefix>-<sha>`: GitLab hashes the last commits of
+/// the files; the mock hashes their content (stable per fixture).
+fn files_key(
+    files: &[String],
+    prefix: Option<&str>,
+    read_file: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut any = false;
+    for f in files {
+        if let Some(c) = read_file(f.trim_start_matches('/')) {
+            any = true;
+            h.update(f.as_bytes());
+            h.update([0]);
+            h.update(c.as_bytes());
+        }
+    }
+    let hash = if any {
+        let d = h.finalize();
+        d.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    } else {
+        "default".to_string()
+    };
+    match prefix {
+        Some(p) => format!("{p}-{hash}"),
+        None => hash,
+    }
+}
+
+/// `parallel:` → one job per node, named like GitLab (`name 1/3`,
+/// `name: [a, b]`), with `CI_NODE_INDEX`/`CI_NODE_TOTAL` and matrix variables.
+fn expand_parallel(job: JobSpec, parallel: Option<keywords::Parallel>) -> Vec<JobSpec> {
+    match parallel {
+        None => vec![job],
+        Some(keywords::Parallel::Count(n)) => (1..=n)
+            .map(|i| JobSpec {
+                name: format!("{} {i}/{n}", job.base_name),
+                node: Some((i, n)),
+                ..job.clone()
+            })
+            .collect(),
+        Some(keywords::Parallel::Matrix(combos)) => {
+            let n = combos.len() as u32;
+            combos
+                .into_iter()
+                .enumerate()
+                .map(|(i, combo)| {
+                    let label: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+                    let mut variables = job.variables.clone();
+                    for (k, v) in &combo {
+                        variables.push(Variable {
+                            key: k.clone(),
+                            value: v.clone(),
+                            raw: false,
+                        });
+                    }
+                    JobSpec {
+                        name: format!("{}: [{}]", job.base_name, label.join(", ")),
+                        node: Some((i as u32 + 1, n)),
+                        variables,
+                        ..job.clone()
+                    }
+                })
+                .collect()
+        }
+    }
 }
 
 fn parse_default(cx: &mut Ctx<'_>, d: &Node, defaults: &mut Defaults) {
@@ -336,6 +766,16 @@ fn parse_default(cx: &mut Ctx<'_>, d: &Node, defaults: &mut Defaults) {
             "before_script" => defaults.before_script = parse_script(cx, v, "default:before_script"),
             "after_script" => defaults.after_script = parse_script(cx, v, "default:after_script"),
             "image" => defaults.image = parse_image(cx, v, "default:image"),
+            "services" => defaults.services = keywords::parse_services(cx, v, "default:services"),
+            "artifacts" => {
+                defaults.artifacts = keywords::parse_artifacts(cx, v, "default:artifacts")
+            }
+            "cache" => defaults.cache = keywords::parse_cache(cx, v, "default:cache"),
+            "retry" => defaults.retry = keywords::parse_retry(cx, v, "default:retry"),
+            "interruptible" => match v.value {
+                Value::Bool(b) => defaults.interruptible = Some(b),
+                _ => cx.err(v.pos, "default:interruptible config should be a boolean value", None),
+            },
             "timeout" => defaults.timeout_s = parse_timeout(cx, v, "default:timeout"),
             "tags" => defaults.tags = parse_tags(cx, v, "default:tags"),
             k2 if DEFAULT_SUPPORTED.contains(&k2) => {}
@@ -360,7 +800,7 @@ fn parse_job(
     v: &Node,
     defaults: &Defaults,
     stages: &[String],
-) -> Option<JobSpec> {
+) -> Option<(JobSpec, Option<keywords::Parallel>)> {
     let prefix = format!("jobs:{name}");
     let Some(map) = v.as_map() else {
         cx.err(
@@ -491,28 +931,91 @@ fn parse_job(
         Some(n) => parse_when(cx, n, &format!("{prefix}:when")),
         None => When::OnSuccess,
     };
+    let services = match v.get("services") {
+        Some(n) => keywords::parse_services(cx, n, &format!("{prefix}:services")),
+        None => defaults.services.clone(),
+    }
+    .unwrap_or_default();
+    let artifacts = match v.get("artifacts") {
+        Some(n) => keywords::parse_artifacts(cx, n, &format!("{prefix}:artifacts")),
+        None => defaults.artifacts.clone(),
+    };
+    let cache = match v.get("cache") {
+        Some(n) => keywords::parse_cache(cx, n, &format!("{prefix}:cache")),
+        None => defaults.cache.clone(),
+    }
+    .unwrap_or_default();
+    let dependencies = v
+        .get("dependencies")
+        .and_then(|n| keywords::parse_dependencies(cx, n, &format!("{prefix}:dependencies")));
+    let needs = v
+        .get("needs")
+        .and_then(|n| keywords::parse_needs(cx, n, &format!("{prefix}:needs")));
+    let retry = match v.get("retry") {
+        Some(n) => keywords::parse_retry(cx, n, &format!("{prefix}:retry")),
+        None => defaults.retry.clone(),
+    }
+    .unwrap_or_default();
+    let interruptible = match v.get("interruptible").map(|n| (&n.value, n.pos)) {
+        Some((Value::Bool(b), _)) => *b,
+        Some((_, pos)) => {
+            cx.err(
+                pos,
+                format!("{prefix}:interruptible config should be a boolean value"),
+                None,
+            );
+            false
+        }
+        None => defaults.interruptible.unwrap_or(false),
+    };
+    let rules = v
+        .get("rules")
+        .and_then(|n| keywords::parse_rules(cx, n, &format!("{prefix}:rules")));
+    if v.get("rules").is_some() && v.get("when").is_some() {
+        cx.err(
+            key_pos,
+            format!("{prefix} config key may not be used with `rules`: when"),
+            Some("move `when:` into the rules"),
+        );
+    }
+    let parallel = v
+        .get("parallel")
+        .and_then(|n| keywords::parse_parallel(cx, n, &format!("{prefix}:parallel")));
 
     if cx.errors.len() > errors_before {
         return None;
     }
-    Some(JobSpec {
-        name: name.to_string(),
-        stage,
-        before_script: before_script.unwrap_or_default(),
-        script: script.unwrap_or_default(),
-        after_script: after_script.unwrap_or_default(),
-        variables,
-        image,
-        timeout_s,
-        tags,
-        allow_failure,
-        when,
-        pos: key_pos,
-    })
+    Some((
+        JobSpec {
+            name: name.to_string(),
+            stage,
+            before_script: before_script.unwrap_or_default(),
+            script: script.unwrap_or_default(),
+            after_script: after_script.unwrap_or_default(),
+            variables,
+            image,
+            timeout_s,
+            tags,
+            allow_failure,
+            when,
+            pos: key_pos,
+            services,
+            artifacts,
+            cache,
+            dependencies,
+            needs,
+            retry,
+            interruptible,
+            rules,
+            node: None,
+            base_name: name.to_string(),
+        },
+        parallel,
+    ))
 }
 
 /// A string, or a (nested, up to 10 levels) array of strings, flattened.
-fn parse_script(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
+pub(super) fn parse_script(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
     fn flatten(n: &Node, depth: usize, out: &mut Vec<String>) -> Result<(), Pos> {
         match &n.value {
             Value::Str(s) => {
@@ -544,7 +1047,7 @@ fn parse_script(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
     }
 }
 
-fn string_list(n: &Node) -> Option<Vec<String>> {
+pub(super) fn string_list(n: &Node) -> Option<Vec<String>> {
     match &n.value {
         Value::Seq(items) => items
             .iter()
@@ -554,7 +1057,7 @@ fn string_list(n: &Node) -> Option<Vec<String>> {
     }
 }
 
-fn parse_tags(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
+pub(super) fn parse_tags(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
     match string_list(n) {
         Some(t) => Some(t),
         None => {
@@ -568,7 +1071,7 @@ fn parse_tags(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<String>> {
     }
 }
 
-fn parse_timeout(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<u64> {
+pub(super) fn parse_timeout(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<u64> {
     let parsed = match &n.value {
         Value::Str(s) => parse_duration(s),
         Value::Int(i) if *i > 0 => Some(*i as u64),
@@ -584,7 +1087,7 @@ fn parse_timeout(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<u64> {
     parsed
 }
 
-fn parse_when(cx: &mut Ctx<'_>, n: &Node, what: &str) -> When {
+pub(super) fn parse_when(cx: &mut Ctx<'_>, n: &Node, what: &str) -> When {
     let w = match n.as_str() {
         Some("on_success") => Some(When::OnSuccess),
         Some("on_failure") => Some(When::OnFailure),
@@ -617,7 +1120,7 @@ fn parse_when(cx: &mut Ctx<'_>, n: &Node, what: &str) -> When {
     }
 }
 
-fn parse_allow_failure(cx: &mut Ctx<'_>, n: &Node, what: &str) -> AllowFailure {
+pub(super) fn parse_allow_failure(cx: &mut Ctx<'_>, n: &Node, what: &str) -> AllowFailure {
     match &n.value {
         Value::Bool(b) => AllowFailure {
             allowed: *b,
@@ -664,41 +1167,41 @@ fn parse_allow_failure(cx: &mut Ctx<'_>, n: &Node, what: &str) -> AllowFailure {
     }
 }
 
-fn parse_image(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<ImageSpec> {
+pub(super) fn parse_image(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<ImageSpec> {
+    parse_image_like(cx, n, what, false)
+}
+
+/// `image:` (`service == false`) or one `services:` entry: a string or a
+/// hash. Services also take `alias`, `command` and `variables`.
+pub(super) fn parse_image_like(
+    cx: &mut Ctx<'_>,
+    n: &Node,
+    what: &str,
+    service: bool,
+) -> Option<ImageSpec> {
     match &n.value {
         Value::Str(s) => Some(ImageSpec {
             name: s.clone(),
-            entrypoint: None,
-            pull_policy: None,
+            ..ImageSpec::default()
         }),
         Value::Map(map) => {
-            let mut ok = true;
+            let errors_before = cx.errors.len();
+            let mut spec = ImageSpec::default();
             let mut name = None;
-            let mut entrypoint = None;
-            let mut pull_policy = None;
             for (k, v) in map {
-                match k.scalar_string().unwrap_or_default().as_str() {
+                let key = k.scalar_string().unwrap_or_default();
+                let bad = |cx: &mut Ctx<'_>, msg: String| cx.err(v.pos, msg, None);
+                match key.as_str() {
                     "name" => match v.as_str() {
                         Some(s) => name = Some(s.to_string()),
-                        None => {
-                            cx.err(
-                                v.pos,
-                                format!("{what}:name config should be a string"),
-                                None,
-                            );
-                            ok = false;
-                        }
+                        None => bad(cx, format!("{what}:name config should be a string")),
                     },
                     "entrypoint" => match string_list(v) {
-                        Some(l) => entrypoint = Some(l),
-                        None => {
-                            cx.err(
-                                v.pos,
-                                format!("{what}:entrypoint config should be an array of strings"),
-                                None,
-                            );
-                            ok = false;
-                        }
+                        Some(l) => spec.entrypoint = Some(l),
+                        None => bad(
+                            cx,
+                            format!("{what}:entrypoint config should be an array of strings"),
+                        ),
                     },
                     "pull_policy" => {
                         // A single string or a list; the payload always carries a list.
@@ -707,41 +1210,83 @@ fn parse_image(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<ImageSpec> {
                             _ => string_list(v),
                         };
                         match l {
-                            Some(l) => pull_policy = Some(l),
-                            None => {
-                                cx.err(
-                                    v.pos,
-                                    format!("{what}:pull_policy config should be a string or an array of strings"),
-                                    None,
-                                );
-                                ok = false;
+                            Some(l) => spec.pull_policy = Some(l),
+                            None => bad(
+                                cx,
+                                format!(
+                                    "{what}:pull_policy config should be a string or an array of strings"
+                                ),
+                            ),
+                        }
+                    }
+                    "alias" if service => match v.as_str() {
+                        Some(s) => spec.alias = Some(s.to_string()),
+                        None => bad(cx, format!("{what}:alias config should be a string")),
+                    },
+                    "command" if service => match string_list(v) {
+                        Some(l) => spec.command = Some(l),
+                        None => bad(
+                            cx,
+                            format!("{what}:command config should be an array of strings"),
+                        ),
+                    },
+                    "variables" if service => {
+                        spec.variables = parse_variables(cx, v, &format!("{what}:variables"));
+                    }
+                    "docker" => {
+                        let Some(m) = v.as_map() else {
+                            bad(cx, format!("{what}:docker config should be a hash"));
+                            continue;
+                        };
+                        for (dk, dv) in m {
+                            let dks = dk.scalar_string().unwrap_or_default();
+                            let val = dv
+                                .scalar_string()
+                                .filter(|_| matches!(dv.value, Value::Str(_) | Value::Int(_)));
+                            match (dks.as_str(), val) {
+                                ("user", Some(u)) => spec.docker_user = Some(u),
+                                ("platform", Some(p)) => spec.docker_platform = Some(p),
+                                ("user" | "platform", None) => bad(
+                                    cx,
+                                    format!("{what}:docker:{dks} config should be a string"),
+                                ),
+                                (other, _) => {
+                                    cx.err(
+                                        dk.pos,
+                                        format!(
+                                            "{what}:docker config contains unknown keys: {other}"
+                                        ),
+                                        Some("allowed: platform, user"),
+                                    );
+                                }
                             }
                         }
                     }
-                    "docker" | "kubernetes" => {
+                    "kubernetes" => {
                         cx.err(
                             k.pos,
-                            format!("{what} executor options are not supported by mock-gitlab yet"),
+                            format!(
+                                "{what}:kubernetes options are not supported by mock-gitlab yet"
+                            ),
                             Some(UNSUPPORTED_HINT),
                         );
-                        ok = false;
                     }
                     other => {
                         cx.err(
                             k.pos,
                             format!("{what} config contains unknown keys: {other}"),
-                            Some("allowed: name, entrypoint, pull_policy"),
+                            Some(if service {
+                                "allowed: name, alias, entrypoint, command, variables, pull_policy, docker"
+                            } else {
+                                "allowed: name, entrypoint, pull_policy, docker"
+                            }),
                         );
-                        ok = false;
                     }
                 }
             }
+            let ok = cx.errors.len() == errors_before;
             match name {
-                Some(name) if ok => Some(ImageSpec {
-                    name,
-                    entrypoint,
-                    pull_policy,
-                }),
+                Some(name) if ok => Some(ImageSpec { name, ..spec }),
                 Some(_) => None,
                 None => {
                     if ok {
@@ -762,7 +1307,7 @@ fn parse_image(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<ImageSpec> {
     }
 }
 
-fn parse_variables(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Vec<Variable> {
+pub(super) fn parse_variables(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Vec<Variable> {
     let Some(map) = n.as_map() else {
         cx.err(
             n.pos,
@@ -935,9 +1480,10 @@ never:
                 "3:9: jobs:j:when config should be one of",
             ),
             (
-                "j:\n  script: x\n  rules: []\n",
-                "3:3: jobs:j:rules config is not supported",
+                "j:\n  script: x\n  only: [main]\n",
+                "3:3: jobs:j:only config is not supported",
             ),
+            ("j:\n  script: x\n  rules: []\n", "no jobs would run"),
             (
                 "j:\n  script: x\n  variables: [a]\n",
                 "3:14: jobs:j:variables config should be a hash",
@@ -964,7 +1510,7 @@ never:
             ),
             (
                 "include: x.yml\nj:\n  script: x\n",
-                "1:1: include config is not supported",
+                "1:10: Local file `x.yml` does not exist!",
             ),
             (
                 "j:\n  script: x\nj:\n  script: y\n",

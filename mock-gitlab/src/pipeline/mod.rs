@@ -4,7 +4,10 @@
 
 pub mod config;
 pub mod duration;
+pub mod keywords;
 pub mod lint;
+pub mod preprocess;
+pub mod rules;
 pub mod yaml;
 
 use std::time::Instant;
@@ -23,13 +26,49 @@ pub(crate) struct Advance {
     pub pipeline_status: Option<PipelineStatus>,
 }
 
+/// Whether a finished job counts as a failure for what follows it.
+fn counts_as_failed(job: &crate::state::Job) -> bool {
+    let r = &job.record;
+    match r.status {
+        JobStatus::Failed => !job.spec.allow_failure.permits(r.exit_code),
+        JobStatus::Canceled => true,
+        _ => false,
+    }
+}
+
+/// Move a `created` job to `pending` or `skipped` given whether what it
+/// waits for failed.
+fn decide(st: &mut State, id: u64, failed: bool, out: &mut Advance) {
+    let Some(job) = st.jobs.get_mut(&id) else {
+        return;
+    };
+    let run = match job.spec.when {
+        When::OnSuccess => !failed,
+        When::OnFailure => failed,
+        When::Always => true,
+        When::Manual | When::Delayed | When::Never => false,
+    };
+    if run {
+        job.record.status = JobStatus::Pending;
+        job.record.queued_at = Some(Instant::now());
+        st.queue.push_back(id);
+        out.enqueued.push(id);
+    } else {
+        job.record.status = JobStatus::Skipped;
+        job.record.finished_at = Some(Instant::now());
+        out.skipped.push(id);
+    }
+}
+
 /// Re-evaluate a pipeline after a job changed state.
 ///
-/// GitLab semantics (stage-ordered, no `needs:`): the jobs of a stage are
-/// decided only once every job of all earlier stages is complete. Then
-/// `on_success` jobs run if no earlier job failed (failures with
-/// `allow_failure` do not count), `on_failure` jobs run only if one did,
+/// GitLab semantics: a job with `needs:` (a DAG job) is decided as soon as
+/// every job it needs is complete; any other job once every job of all
+/// earlier stages is complete. Then `on_success` jobs run if nothing they
+/// wait for failed (failures with `allow_failure` do not count; cancels and,
+/// for needs, skips do), `on_failure` jobs run only if something did,
 /// `always` jobs run regardless, and `manual` jobs are skipped for now.
+/// Retried attempts are ignored.
 pub(crate) fn advance(st: &mut State, pid: PipelineId) -> Advance {
     let mut out = Advance {
         pipeline: Some(pid),
@@ -39,75 +78,100 @@ pub(crate) fn advance(st: &mut State, pid: PipelineId) -> Advance {
         return out;
     };
     let stages = p.stages.clone();
-    let job_ids = p.job_ids.clone();
     let old_status = p.status;
+    let job_ids: Vec<u64> = p
+        .job_ids
+        .iter()
+        .copied()
+        .filter(|id| st.jobs.get(id).is_some_and(|j| !j.record.retried))
+        .collect();
 
-    let mut prior_failed = false;
-    let mut all_complete = true;
-    for stage in &stages {
-        let ids: Vec<u64> = job_ids
-            .iter()
-            .copied()
-            .filter(|id| st.jobs.get(id).is_some_and(|j| &j.record.stage == stage))
-            .collect();
-        if ids.is_empty() {
-            continue;
-        }
-        for id in &ids {
-            let Some(job) = st.jobs.get_mut(id) else {
-                continue;
-            };
+    // Deciding a job can complete a stage (skips) or a need, so repeat
+    // until nothing changes; each round decides at least one job.
+    loop {
+        let mut changed = false;
+
+        // DAG jobs.
+        for id in &job_ids {
+            let Some(job) = st.jobs.get(id) else { continue };
             if job.record.status != JobStatus::Created {
                 continue;
             }
-            let run = match job.spec.when {
-                When::OnSuccess => !prior_failed,
-                When::OnFailure => prior_failed,
-                When::Always => true,
-                When::Manual | When::Delayed | When::Never => false,
+            let Some(needs) = job.spec.needs.clone() else {
+                continue;
             };
-            if run {
-                job.record.status = JobStatus::Pending;
-                job.record.queued_at = Some(Instant::now());
-                st.queue.push_back(*id);
-                out.enqueued.push(*id);
-            } else {
-                job.record.status = JobStatus::Skipped;
-                job.record.finished_at = Some(Instant::now());
-                out.skipped.push(*id);
+            let mut ready = true;
+            let mut failed = false;
+            for n in &needs {
+                for dep in st.latest_jobs_named(pid, &n.job) {
+                    if !dep.record.status.is_complete() {
+                        ready = false;
+                    }
+                    if counts_as_failed(dep) || dep.record.status == JobStatus::Skipped {
+                        failed = true;
+                    }
+                }
+            }
+            if ready {
+                decide(st, *id, failed, &mut out);
+                changed = true;
             }
         }
-        let mut stage_complete = true;
-        for id in &ids {
-            let Some(job) = st.jobs.get(id) else { continue };
-            let r = &job.record;
-            if !r.status.is_complete() {
-                stage_complete = false;
+
+        // Stage-ordered jobs.
+        let mut prior_failed = false;
+        for stage in &stages {
+            let ids: Vec<u64> = job_ids
+                .iter()
+                .copied()
+                .filter(|id| st.jobs.get(id).is_some_and(|j| &j.record.stage == stage))
+                .collect();
+            if ids.is_empty() {
+                continue;
             }
-            let failed = matches!(r.status, JobStatus::Failed | JobStatus::Canceled);
-            if failed && !job.spec.allow_failure.permits(r.exit_code) {
-                prior_failed = true;
+            for id in &ids {
+                let undecided = st.jobs.get(id).is_some_and(|j| {
+                    j.record.status == JobStatus::Created && j.spec.needs.is_none()
+                });
+                if undecided {
+                    decide(st, *id, prior_failed, &mut out);
+                    changed = true;
+                }
+            }
+            let mut stage_complete = true;
+            for id in &ids {
+                let Some(job) = st.jobs.get(id) else { continue };
+                if !job.record.status.is_complete() {
+                    stage_complete = false;
+                }
+                if counts_as_failed(job) {
+                    prior_failed = true;
+                }
+            }
+            if !stage_complete {
+                break;
             }
         }
-        if !stage_complete {
-            all_complete = false;
+        if !changed {
             break;
         }
     }
 
-    let any_started = job_ids.iter().any(|id| {
-        st.jobs
-            .get(id)
-            .is_some_and(|j| !matches!(j.record.status, JobStatus::Created | JobStatus::Pending))
-    });
+    let jobs: Vec<&crate::state::Job> = job_ids.iter().filter_map(|id| st.jobs.get(id)).collect();
+    let all_complete = jobs.iter().all(|j| j.record.status.is_complete());
+    let any_started = jobs
+        .iter()
+        .any(|j| !matches!(j.record.status, JobStatus::Created | JobStatus::Pending));
     let new_status = if all_complete {
-        let all_skipped = job_ids.iter().all(|id| {
-            st.jobs
-                .get(id)
-                .is_none_or(|j| j.record.status == JobStatus::Skipped)
-        });
-        if prior_failed {
+        let failed = jobs
+            .iter()
+            .any(|j| j.record.status == JobStatus::Failed && counts_as_failed(j));
+        let canceled = jobs.iter().any(|j| j.record.status == JobStatus::Canceled);
+        let all_skipped = jobs.iter().all(|j| j.record.status == JobStatus::Skipped);
+        if failed {
             PipelineStatus::Failed
+        } else if canceled {
+            PipelineStatus::Canceled
         } else if all_skipped {
             PipelineStatus::Skipped
         } else {
@@ -128,4 +192,81 @@ pub(crate) fn advance(st: &mut State, pid: PipelineId) -> Advance {
         out.pipeline_status = Some(new_status);
     }
     out
+}
+
+/// Cancel one job (see `MockGitlab::cancel_job`); returns its pipeline.
+pub(crate) fn cancel_job(st: &mut State, id: u64, graceful: bool) -> anyhow::Result<PipelineId> {
+    let job = st
+        .jobs
+        .get_mut(&id)
+        .ok_or_else(|| anyhow::anyhow!("job {id} does not exist"))?;
+    let r = &mut job.record;
+    let pid = r.pipeline_id;
+    match r.status {
+        JobStatus::Created | JobStatus::Pending => {
+            r.status = JobStatus::Canceled;
+            r.finished_at = Some(Instant::now());
+            r.finished_wall = Some(std::time::SystemTime::now());
+            st.queue.retain(|q| *q != id);
+            tracing::info!(job = id, "job canceled before it started");
+        }
+        JobStatus::Running if graceful => {
+            r.canceling = true;
+            tracing::info!(job = id, "job running -> canceling");
+        }
+        JobStatus::Running => {
+            r.status = JobStatus::Canceled;
+            r.canceling = false;
+            r.finished_at = Some(Instant::now());
+            r.finished_wall = Some(std::time::SystemTime::now());
+            tracing::info!(job = id, "job running -> canceled (forced)");
+        }
+        s => anyhow::bail!("job {id} is already {s}"),
+    }
+    Ok(pid)
+}
+
+/// After a job failed: if its `retry:` allows it, mark it retried and
+/// create the next attempt (a new job id, same name). Returns the new id.
+pub(crate) fn maybe_retry(st: &mut State, id: u64) -> Option<u64> {
+    let job = st.jobs.get(&id)?;
+    let r = &job.record;
+    if r.status != JobStatus::Failed
+        || !job
+            .spec
+            .retry
+            .permits(r.failure_reason.as_deref(), r.exit_code)
+    {
+        return None;
+    }
+    // Attempts so far: follow the retry chain back.
+    let mut attempts = 1;
+    let mut cur = r.retry_of;
+    while let Some(prev) = cur {
+        attempts += 1;
+        cur = st.jobs.get(&prev).and_then(|j| j.record.retry_of);
+    }
+    if attempts > job.spec.retry.max {
+        return None;
+    }
+    let (pid, project, spec, vars) = (
+        r.pipeline_id,
+        r.project.clone(),
+        job.spec.clone(),
+        job.pipeline_variables.clone(),
+    );
+    let new_id = st.insert_job(pid, &project, spec, vars, Some(id));
+    if let Some(j) = st.jobs.get_mut(&id) {
+        j.record.retried = true;
+    }
+    if let Some(p) = st.pipelines.get_mut(&pid.0) {
+        p.job_ids.push(new_id);
+    }
+    tracing::info!(
+        job = id,
+        retry = new_id,
+        attempt = attempts + 1,
+        "job retried"
+    );
+    Some(new_id)
 }

@@ -1,0 +1,278 @@
+//! The real gitlab-runner (shell executor, `run-single`) against the mock:
+//! artifacts up and down, cache save/restore, masked and file variables,
+//! after_script after a failure, graceful and forced cancel.
+//!
+//! Skipped unless `RUNNERLAB_RUNNER_BIN` names a gitlab-runner binary (the
+//! forged one: `cargo lab runner get --no-images` prints its path).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Lab, fixture, temp_fixture};
+use mock_gitlab::{JobStatus, PipelineStatus, RunnerSpec, Variable};
+
+fn runner_bin() -> Option<PathBuf> {
+    let p = std::env::var_os("RUNNERLAB_RUNNER_BIN").map(PathBuf::from);
+    let found = p.filter(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: set RUNNERLAB_RUNNER_BIN to a gitlab-runner binary to run this test");
+    }
+    found
+}
+
+struct Runner {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    /// `run-single` for `builds` jobs, in its own scratch directory.
+    fn spawn(bin: &PathBuf, lab: &Lab, token: &str, builds: u32) -> Runner {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = tokio::process::Command::new(bin);
+        c.current_dir(dir.path())
+            .args([
+                "run-single",
+                "--url",
+                &lab.mock.local_url(),
+                "--token",
+                token,
+            ])
+            .args(["--executor", "shell", "--builds-dir"])
+            .arg(dir.path().join("builds"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["--max-builds", &builds.to_string(), "--wait-timeout", "60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        Runner {
+            child: c.spawn().expect("spawn gitlab-runner"),
+            _dir: dir,
+        }
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .is_ok()
+    }
+}
+
+async fn run_fixture(
+    bin: &PathBuf,
+    lab: &Lab,
+    project: &str,
+    dir: &std::path::Path,
+    vars: Vec<Variable>,
+    builds: u32,
+) -> mock_gitlab::PipelineRecord {
+    lab.mock.add_project(project, dir).unwrap();
+    for v in vars {
+        lab.mock.set_variable(project, v).unwrap();
+    }
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let pid = lab.mock.create_pipeline(project, "main").unwrap();
+    let mut r = Runner::spawn(bin, lab, &runner.token, builds);
+    let p = lab
+        .mock
+        .wait_pipeline(pid, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn artifacts_flow_from_build_to_test() {
+    let Some(bin) = runner_bin() else { return };
+    let lab = Lab::start().await;
+    let p = run_fixture(
+        &bin,
+        &lab,
+        "group/artifacts",
+        &fixture("artifacts"),
+        vec![],
+        2,
+    )
+    .await;
+    let build = p.job("build").unwrap();
+    let test = p.job("test").unwrap();
+    assert_eq!(
+        p.status,
+        PipelineStatus::Success,
+        "{}",
+        test.normalized_trace()
+    );
+    let arts = lab.mock.artifacts(build.id);
+    assert_eq!(arts.len(), 1, "{arts:?}");
+    assert_eq!(arts[0].artifact_type, "archive");
+    assert_eq!(arts[0].format, "zip");
+    assert_eq!(arts[0].expire_in.as_deref(), Some("1 week"));
+    assert!(arts[0].bytes.starts_with(b"PK"));
+    let t = test.normalized_trace();
+    assert!(
+        t.contains(&format!("built by job {}", build.id)),
+        "test trace:\n{t}"
+    );
+    let downloads = lab
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == format!("/api/v4/jobs/{}/artifacts", build.id))
+        .collect::<Vec<_>>();
+    assert!(downloads.iter().any(|r| r.status == 200), "{downloads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_is_saved_and_restored() {
+    let Some(bin) = runner_bin() else { return };
+    let lab = Lab::start().await;
+    let p = run_fixture(&bin, &lab, "group/cache", &fixture("cache"), vec![], 2).await;
+    let t = p.job("use").unwrap().normalized_trace();
+    assert_eq!(p.status, PipelineStatus::Success, "{t}");
+    assert!(t.contains("cached by fill"), "{t}");
+    assert!(t.contains("shared-protected"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn masked_and_file_variables() {
+    let Some(bin) = runner_bin() else { return };
+    let lab = Lab::start().await;
+    let vars = vec![
+        Variable {
+            key: "SECRET_TOKEN".into(),
+            value: "s3cr3t-v4lue-xyz".into(),
+            masked: true,
+            ..Default::default()
+        },
+        Variable {
+            key: "CONFIG_FILE".into(),
+            value: "file-content-line".into(),
+            file: true,
+            ..Default::default()
+        },
+    ];
+    let p = run_fixture(
+        &bin,
+        &lab,
+        "group/variables",
+        &fixture("variables"),
+        vars,
+        1,
+    )
+    .await;
+    let j = p.job("show").unwrap();
+    let t = j.normalized_trace();
+    assert_eq!(j.status, JobStatus::Success, "{t}");
+    assert!(t.contains("message is hello from the job"), "{t}");
+    assert!(t.contains("secret is [MASKED]"), "{t}");
+    assert!(!j.trace_text().contains("s3cr3t-v4lue-xyz"));
+    assert!(t.contains("file-content-line"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_script_runs_after_failure() {
+    let Some(bin) = runner_bin() else { return };
+    let lab = Lab::start().await;
+    let p = run_fixture(
+        &bin,
+        &lab,
+        "group/after",
+        &fixture("after-script"),
+        vec![],
+        1,
+    )
+    .await;
+    let j = p.job("fail-then-clean-up").unwrap();
+    let t = j.normalized_trace();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert_eq!(j.exit_code, Some(7));
+    assert!(
+        t.contains("AFTER_SCRIPT_MARKER ran with status failed"),
+        "{t}"
+    );
+}
+
+// The runner only learns about a cancel from the reply to a PATCH (sent
+// while output flows) or to the keep-alive PUT (every ~30 s of silence), so
+// the 30 s sleep prints a tick every second.
+const SLEEPER: &str = r#"
+sleeper:
+  variables:
+    GIT_STRATEGY: none
+  script:
+    - echo "SLEEP_STARTED"
+    - for i in $(seq 30); do echo "tick $i"; sleep 1; done
+  after_script:
+    - echo "AFTER_CANCEL_MARKER"
+"#;
+
+async fn cancel_case(graceful: bool) {
+    let Some(bin) = runner_bin() else { return };
+    let lab = Lab::start_with(|c| c.trace_update_interval = 1).await;
+    let fx = temp_fixture(SLEEPER);
+    lab.mock.add_project("group/sleeper", fx.path()).unwrap();
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let pid = lab.mock.create_pipeline("group/sleeper", "main").unwrap();
+    let mut r = Runner::spawn(&bin, &lab, &runner.token, 1);
+    // Wait (with a deadline) until the script is running.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let j = lab.mock.pipeline(pid).jobs[0].clone();
+        if j.trace_text().contains("SLEEP_STARTED") {
+            break j.id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never started sleeping: {:?}",
+            j.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    lab.mock.cancel_job(id, graceful).unwrap();
+    let p = lab
+        .mock
+        .wait_pipeline(pid, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let j = p.job("sleeper").unwrap();
+    eprintln!(
+        "cancel(graceful={graceful}): status={} failure_reason={:?} exit_code={:?} updates={:?}\n{}",
+        j.status,
+        j.failure_reason,
+        j.exit_code,
+        j.state_updates,
+        j.normalized_trace()
+    );
+    assert_eq!(j.status, JobStatus::Canceled);
+    assert_eq!(p.status, PipelineStatus::Canceled);
+    let finished = j.finished_at.unwrap();
+    assert!(finished.duration_since(j.started_at.unwrap()) < Duration::from_secs(25));
+    if graceful {
+        let t = j.normalized_trace();
+        assert!(t.contains("AFTER_CANCEL_MARKER"), "{t}");
+        assert_eq!(j.state_updates.last().map(String::as_str), Some("failed"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_cancel_runs_after_script() {
+    cancel_case(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forced_cancel_aborts() {
+    cancel_case(false).await;
+}
