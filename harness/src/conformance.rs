@@ -33,33 +33,31 @@ pub struct Case {
     pub run: CaseFn,
 }
 
-const SHELL_CUSTOM: &[Executor] = &[Executor::Shell, Executor::Custom];
-
 /// Every case, in report order.
 pub fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "hello",
             about: "a job clones the project over HTTP, runs its script and succeeds; the trace checksum matches",
-            modes: SHELL_CUSTOM,
+            modes: &Executor::ALL,
             run: |lab| Box::pin(hello(lab)),
         },
         Case {
             name: "exit-code",
             about: "`exit 3` fails the job with script_failure and exit code 3",
-            modes: SHELL_CUSTOM,
+            modes: &Executor::ALL,
             run: |lab| Box::pin(exit_code(lab)),
         },
         Case {
             name: "job-timeout",
             about: "a job with `timeout: 10s` that sleeps 60 s fails with job_execution_timeout",
-            modes: SHELL_CUSTOM,
+            modes: &Executor::ALL,
             run: |lab| Box::pin(job_timeout(lab)),
         },
         Case {
             name: "config-survives-restart",
             about: "the registration in the config volume survives a runner container restart",
-            modes: SHELL_CUSTOM,
+            modes: &Executor::ALL,
             run: |lab| Box::pin(config_survives_restart(lab)),
         },
     ]

@@ -169,6 +169,7 @@ pub fn doctor() -> Vec<Check> {
             checks.push(check(
                 "rootless config",
                 file_has_all(&d.join("containers.conf"), CONTAINERS_CONF_KEYS)
+                    && file_has_all(&d.join("containers.conf"), &["allow_host_loopback=true"])
                     && file_has_all(&d.join("storage.conf"), &["driver = \"overlay\""]),
                 format!("{}/{{containers,storage}}.conf", d.display()),
                 "cargo lab setup  (installs fixtures/host/rootless/*)",

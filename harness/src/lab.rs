@@ -101,6 +101,8 @@ struct RunGuard {
     podman: Podman,
     out_dir: PathBuf,
     runner_ctr: Mutex<Option<String>>,
+    /// Resources the runner made without our label (docker executor cache volumes, networks).
+    foreign: Mutex<Option<reaper::RunRecord>>,
 }
 
 impl RunGuard {
@@ -121,7 +123,20 @@ impl RunGuard {
                 );
             }
         }
-        self.podman.remove_run(&self.run_id)
+        let mut removed = self.podman.remove_run(&self.run_id)?;
+        // After the runner is gone nothing recreates them.
+        if let Some(rec) = self
+            .foreign
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let r = rec.remove(&self.podman)?;
+            removed.containers.extend(r.containers);
+            removed.volumes.extend(r.volumes);
+            removed.networks.extend(r.networks);
+        }
+        Ok(removed)
     }
 }
 
@@ -163,11 +178,6 @@ impl Lab {
 
     pub async fn start_with(opts: LabOptions) -> Result<Lab> {
         let t0 = Instant::now();
-        if opts.executor == Executor::Docker {
-            bail!(
-                "executor docker is not supported by this runnerlab yet (shell and custom are; docker is tracked in the executor-matrix issue)"
-            );
-        }
         let podman = Podman::lab()?;
         // Leftovers of killed runs go first, so that they cannot pile up across test runs.
         reaper::reap_dead(std::slice::from_ref(&podman));
@@ -181,8 +191,8 @@ impl Lab {
             podman: podman.clone(),
             out_dir: out_dir.clone(),
             runner_ctr: Mutex::new(None),
+            foreign: Mutex::new(None),
         };
-        let mode = ExecutorSetup::new(opts.executor, &run_id, &podman, &runner, &images).await?;
         let data = tempfile::Builder::new()
             .prefix(&format!("runnerlab-{run_id}-"))
             .tempdir()?;
@@ -203,6 +213,25 @@ impl Lab {
         });
         redact::register_secret(&registered.token);
         let owner = owner_tag();
+        let mode = ExecutorSetup::new(
+            opts.executor,
+            &run_id,
+            &owner,
+            &registered.token,
+            &podman,
+            &runner,
+            &images,
+        )
+        .await?;
+        if !mode.foreign_labels.is_empty() {
+            let rec = reaper::RunRecord {
+                run_id: run_id.clone(),
+                owner: owner.clone(),
+                foreign_labels: mode.foreign_labels.clone(),
+            };
+            rec.save()?;
+            *guard.foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(rec);
+        }
         let labels = [
             "--label".to_owned(),
             format!("{RUN_LABEL}={run_id}"),
@@ -454,6 +483,8 @@ struct ExecutorSetup {
     register_args: Vec<String>,
     /// The Podman API service the executor drives, if any.
     api: Option<ApiService>,
+    /// Label filters for what the runner creates without our label.
+    foreign_labels: Vec<String>,
 }
 
 /// Where the custom executor's Podman driver lives inside the runner image.
@@ -463,6 +494,8 @@ impl ExecutorSetup {
     async fn new(
         executor: Executor,
         run_id: &str,
+        owner: &str,
+        runner_token: &str,
         podman: &Podman,
         runner: &ForgedRunner,
         images: &LabImages,
@@ -473,6 +506,7 @@ impl ExecutorSetup {
                 run_args: vec![],
                 register_args: vec![],
                 api: None,
+                foreign_labels: vec![],
             }),
             Executor::Custom => {
                 let image =
@@ -514,9 +548,57 @@ impl ExecutorSetup {
                     run_args,
                     register_args,
                     api: Some(api),
+                    foreign_labels: vec![],
                 })
             }
-            Executor::Docker => bail!("executor docker is not supported yet"),
+            Executor::Docker => {
+                let user = podman
+                    .user()
+                    .context("the docker executor needs the rootless store")?;
+                let socket = user.runtime_dir().join(format!("podman/{run_id}.sock"));
+                let api =
+                    ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
+                let sock = socket.display().to_string();
+                let register_args: Vec<String> = [
+                    "--docker-host",
+                    &format!("unix://{sock}"),
+                    "--docker-image",
+                    &images.base,
+                    "--docker-helper-image",
+                    &images.helper,
+                    // No registry: local images only ("always" would pull even localhost/ images).
+                    "--docker-pull-policy",
+                    "never",
+                    "--docker-volumes",
+                    "/cache",
+                    // Job, helper and service containers carry the lab's labels (cleanup, reaper).
+                    "--docker-container-labels",
+                    &format!("{RUN_LABEL}:{run_id}"),
+                    "--docker-container-labels",
+                    &format!("{OWNER_LABEL}:{owner}"),
+                    "--feature-flags",
+                    "FF_NETWORK_PER_BUILD:true",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                // The socket at the same path inside as outside: what the config says is what exists.
+                let run_args = vec!["-v".to_owned(), format!("{sock}:{sock}")];
+                // Cache volumes and per-build networks carry GitLab's labels only: the runner id is
+                // the 9 characters after the glrt- prefix.
+                let short: String = runner_token
+                    .trim_start_matches("glrt-")
+                    .chars()
+                    .take(9)
+                    .collect();
+                Ok(ExecutorSetup {
+                    image: images.runner.clone(),
+                    run_args,
+                    register_args,
+                    api: Some(api),
+                    foreign_labels: vec![format!("com.gitlab.gitlab-runner.runner.id={short}")],
+                })
+            }
         }
     }
 }

@@ -336,12 +336,17 @@ impl Podman {
         Ok(())
     }
 
-    /// Ids of containers, volumes and networks labelled with `run_id` (or with any run when `None`).
+    /// Names of containers, volumes and networks labelled with `run_id` (or with any run when `None`).
     pub fn labelled(&self, run_id: Option<&str>) -> Result<Resources> {
-        let filter = match run_id {
-            Some(r) => format!("label={RUN_LABEL}={r}"),
-            None => format!("label={RUN_LABEL}"),
-        };
+        match run_id {
+            Some(r) => self.matching(&format!("{RUN_LABEL}={r}")),
+            None => self.matching(RUN_LABEL),
+        }
+    }
+
+    /// Names of containers, volumes and networks matching a label filter (`key` or `key=value`).
+    pub fn matching(&self, label: &str) -> Result<Resources> {
+        let filter = format!("label={label}");
         let list = |args: &[&str]| -> Result<Vec<String>> {
             let out = self
                 .std_command(args)
@@ -377,8 +382,13 @@ impl Podman {
 
     /// Remove everything labelled with `run_id`, synchronously (safe in `Drop` and during panics).
     pub fn remove_run(&self, run_id: &str) -> Result<Resources> {
-        let found = self.labelled(Some(run_id))?;
-        let filter = format!("label={RUN_LABEL}={run_id}");
+        self.remove_matching(&format!("{RUN_LABEL}={run_id}"))
+    }
+
+    /// Remove every container, volume and network matching a label filter, synchronously.
+    pub fn remove_matching(&self, label: &str) -> Result<Resources> {
+        let found = self.matching(label)?;
+        let filter = format!("label={label}");
         // Containers first: volumes and networks in use cannot be removed.
         let _ = self
             .std_command(["rm", "-f", "-t", "2", "--filter", &filter])
@@ -399,10 +409,10 @@ impl Podman {
                 .stderr(Stdio::null())
                 .status();
         }
-        let left = self.labelled(Some(run_id))?;
+        let left = self.matching(label)?;
         if !left.is_empty() {
             bail!(
-                "could not remove {} of run {run_id}: {left}",
+                "could not remove {} resources labelled {label}: {left}",
                 self.store.name()
             );
         }

@@ -40,9 +40,69 @@ pub fn reap_dead(stores: &[Podman]) -> Vec<(String, Resources)> {
     reap(stores, false)
 }
 
+/// What a run created that does not carry its label (the docker executor's cache volumes and
+/// per-build networks carry GitLab's labels only): label filters that find it. Recorded in
+/// `<cache>/runs/<run>.json` while the run lives, so that the reaper can remove it after a kill.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub owner: String,
+    pub foreign_labels: Vec<String>,
+}
+
+fn records_dir() -> std::path::PathBuf {
+    crate::paths::cache_dir().join("runs")
+}
+
+impl RunRecord {
+    /// Write the record (write, then rename).
+    pub fn save(&self) -> Result<()> {
+        crate::paths::write_atomic(
+            &records_dir().join(format!("{}.json", self.run_id)),
+            serde_json::to_string(self)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Remove what the record's filters find in `store`, then the record.
+    pub fn remove(&self, store: &Podman) -> Result<Resources> {
+        let mut all = Resources::default();
+        for l in &self.foreign_labels {
+            let r = store.remove_matching(l)?;
+            all.containers.extend(r.containers);
+            all.volumes.extend(r.volumes);
+            all.networks.extend(r.networks);
+        }
+        let _ = std::fs::remove_file(records_dir().join(format!("{}.json", self.run_id)));
+        Ok(all)
+    }
+
+    pub fn all() -> Vec<RunRecord> {
+        std::fs::read_dir(records_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Remove dead runs, or every run when `all` (for `runnerlab reap --all` when nothing runs).
 pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
     let mut removed = Vec::new();
+    // Foreign resources of dead runs first: they are only findable through the run's record.
+    for rec in RunRecord::all() {
+        if all || !owner_alive(&rec.owner) {
+            for s in stores {
+                match rec.remove(s) {
+                    Ok(r) if !r.is_empty() => removed.push((rec.run_id.clone(), r)),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("runnerlab: reaping {}: {e:#}", rec.run_id),
+                }
+            }
+        }
+    }
     for s in stores {
         let Ok(found) = runs(s) else { continue };
         for (run, owners) in found {

@@ -70,6 +70,14 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
             r"/builds/[A-Za-z0-9_-]{8,}/",
             "/builds/[RUNNER_SHORT_TOKEN]/",
         ),
+        // Container, network and volume names the executors derive from it, and the docker
+        // executor's per-job container hash.
+        // Lines whose presence or order varies between identical runs (the docker executor's
+        // network detach notices, its occasional attach retry warning): not part of the contract.
+        (r"(?m)^Container \S+ disconnected from network \S+\n", ""),
+        (r"(?m)^.*Failed to exec attach to container.*\n", ""),
+        (r"\brunner-[A-Za-z0-9_]{9}-", "runner-[RUNNER_SHORT_TOKEN]-"),
+        (r"-[0-9a-f]{16}-(build|predefined|cache)\b", "-[HASH16]-$1"),
         (
             r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
             "[UUID]",
@@ -144,5 +152,12 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("AbCdEf123"), "{out}");
+        let names = normalize_for_snapshot(
+            "Container runner-ixnqxd6dv-project-1-concurrent-0-5de4742308924050-build disconnected from network runner-ixnqxd6dv-1-0-1001 (gitlab-runner-helper:19.4.0)",
+        );
+        assert_eq!(
+            names,
+            "Container runner-[RUNNER_SHORT_TOKEN]-project-1-concurrent-0-[HASH16]-build disconnected from network runner-[RUNNER_SHORT_TOKEN]-1-0-1001 (gitlab-runner-helper:19.4.0)"
+        );
     }
 }

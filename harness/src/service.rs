@@ -125,7 +125,9 @@ impl ApiService {
 impl Drop for ApiService {
     fn drop(&mut self) {
         self.terminate();
-        // kill_on_drop on the Command sends SIGKILL if it did not exit.
+        // kill_on_drop on the Command sends SIGKILL if it did not exit; a killed service leaves its
+        // socket file behind, so remove it here.
         let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }

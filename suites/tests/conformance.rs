@@ -13,7 +13,7 @@ use runnerlab::{Executor, Lab};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case(
     #[case] name: &str,
-    #[values(Executor::Shell, Executor::Custom)] mode: Executor,
+    #[values(Executor::Shell, Executor::Docker, Executor::Custom)] mode: Executor,
 ) -> anyhow::Result<()> {
     let case = conformance::case(name).expect("case exists");
     assert!(
