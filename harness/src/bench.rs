@@ -45,49 +45,160 @@ impl Stats {
 }
 
 #[derive(Debug, Serialize)]
-pub struct BenchReport {
-    pub runner: String,
-    pub jobs: usize,
-    /// Pipeline creation → pipeline finished, seconds.
+pub struct ModeBench {
+    pub executor: String,
+    /// Pipeline creation → pipeline finished, seconds (idle-runner jobs).
     pub e2e_wall_s: Stats,
     /// The runner's first `running` update → final update, seconds.
     pub runner_job_s: Stats,
-    /// p50 of e2e wall / runner job duration.
-    pub overhead_ratio_p50: f64,
+    /// The job script's own time: the `step_script` section in the trace's line timestamps.
+    pub script_s: Stats,
+    /// p50 of e2e wall minus script time: what runner, executor and Podman add to a job.
+    pub overhead_p50_s: f64,
+    /// Containers started per job (Podman events of the run's labelled containers).
+    pub containers_per_job: f64,
+    /// e2e p50 / (containers per job × the `podman run --rm` floor p50); only with containers.
+    pub floor_ratio: Option<f64>,
+    /// p50 seconds of each job-log section (prepare_executor, get_sources, step_script, …): where
+    /// a job's time goes.
+    pub sections_p50_s: Vec<(String, f64)>,
     /// Job queued → job handed to the runner, milliseconds, with the runner parked in a long-poll.
     pub dispatch_idle_ms: Stats,
     /// The same for a pipeline created right after the previous one finished: the runner is then
     /// between polls (its `check_interval`, 3 s by default), as it would be with GitLab.
     pub dispatch_back_to_back_ms: Stats,
+    pub lab_start_warm_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub runner: String,
+    pub jobs: usize,
+    /// `podman run --rm <base> true` as the lab user, seconds: the floor a container costs here.
+    pub podman_run_floor_s: Stats,
+    pub modes: Vec<ModeBench>,
     pub forge_warm_s: f64,
     pub forge_cold_s_recorded: f64,
-    pub lab_start_warm_s: f64,
 }
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-pub async fn run(
+/// Each job-log section's duration in seconds, in trace order, from the per-line timestamps of its
+/// `section_start:<epoch>:<name>` and `section_end:<epoch>:<name>` lines
+/// (`2026-…Z 00O section_start:…:step_script`).
+pub fn section_seconds(raw: &str) -> Vec<(String, f64)> {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let mut open: Vec<(String, OffsetDateTime)> = Vec::new();
+    let mut done = Vec::new();
+    for line in raw.lines() {
+        let Some(ts) = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        else {
+            continue;
+        };
+        for (kind, start) in [("section_start:", true), ("section_end:", false)] {
+            let Some(i) = line.find(kind) else { continue };
+            // <epoch>:<name>, the name ending at `[options]`, `\r` or the end of the line.
+            let rest = &line[i + kind.len()..];
+            let Some(name) = rest.split_once(':').map(|(_, n)| {
+                n.split(['[', '\r', '\x1b'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
+            }) else {
+                continue;
+            };
+            if start {
+                open.push((name, ts));
+            } else if let Some(k) = open.iter().rposition(|(n, _)| *n == name) {
+                let (n, t0) = open.remove(k);
+                done.push((n, (ts - t0).as_seconds_f64()));
+            }
+        }
+    }
+    done
+}
+
+/// The job script's own time: its `step_script` section.
+pub fn script_seconds(raw: &str) -> Option<f64> {
+    section_seconds(raw)
+        .into_iter()
+        .find(|(n, _)| n == "step_script")
+        .map(|(_, s)| s)
+}
+
+async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
+    let mut xs = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        lab.podman()
+            .run([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--label",
+                &format!("{}={}", crate::podman::RUN_LABEL, lab.run_id()),
+                crate::forge::base::LATEST,
+                "true",
+            ])
+            .await?;
+        xs.push(secs(t.elapsed()));
+    }
+    Ok(Stats::of(xs))
+}
+
+/// Containers of this run started since `since`. No `--until`: podman 4.3.1 returns nothing with
+/// it in `--stream=false` mode, so this is called right after the window closes.
+async fn containers_started(lab: &Lab, since: &str) -> Result<usize> {
+    let out = lab
+        .podman()
+        .text([
+            "events",
+            "--stream=false",
+            "--since",
+            since,
+            "--filter",
+            "event=start",
+            "--filter",
+            &format!("label={}={}", crate::podman::RUN_LABEL, lab.run_id()),
+            "--format",
+            "{{.Name}}",
+        ])
+        .await?;
+    Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+async fn bench_mode(
+    mode: Executor,
     jobs: usize,
     runner_opts: &GetOptions,
-) -> Result<(BenchReport, std::path::PathBuf)> {
-    ensure!(jobs > 0, "--jobs must be at least 1");
-    // Warm the cache first so that the timed call below is a pure cache hit.
-    let forged = runner::get(runner_opts).await?;
-    let t = Instant::now();
-    runner::get(runner_opts).await?;
-    let forge_warm_s = secs(t.elapsed());
-    let mut lopts = LabOptions::new(Executor::Shell);
+    floor: &mut Option<Stats>,
+) -> Result<ModeBench> {
+    let mut lopts = LabOptions::new(mode);
     lopts.runner = runner_opts.clone();
     let lab = Lab::start_with(lopts).await?;
     let lab_start_warm_s = secs(lab.started_in());
-    let (mut wall, mut job_s, mut idle, mut b2b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut wall, mut job_s, mut script, mut idle, mut b2b) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let now = || {
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let since = now();
+    let mut sections: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..jobs {
         // Even jobs: queued while the runner listens (the target case); odd: back to back.
         let parked = i % 2 == 0;
         eprintln!(
-            "runnerlab bench: job {}/{jobs} ({})",
+            "runnerlab bench: {mode} job {}/{jobs} ({})",
             i + 1,
             if parked {
                 "runner idle"
@@ -113,72 +224,173 @@ pub async fn run(
         if let (true, Some(d)) = (parked, job.duration()) {
             wall.push(secs(run.wall));
             job_s.push(secs(d));
+            for (name, secs) in section_seconds(&job.job.trace_text()) {
+                if name == "step_script" {
+                    script.push(secs);
+                }
+                match sections.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => v.push(secs),
+                    None => sections.push((name, vec![secs])),
+                }
+            }
         }
     }
-    let ratios: Vec<f64> = wall.iter().zip(&job_s).map(|(w, j)| w / j).collect();
+    let started = containers_started(&lab, &since).await?;
+    // After the window, so that the floor's own containers are not counted.
+    if floor.is_none() {
+        eprintln!("runnerlab bench: podman run --rm floor (5 runs)");
+        *floor = Some(podman_floor(&lab, 5).await?);
+    }
+    let containers_per_job = started as f64 / jobs as f64;
+    let wall = Stats::of(wall);
+    let script = Stats::of(script);
+    let overhead_p50_s = wall.p50 - if script.n > 0 { script.p50 } else { 0.0 };
+    let floor_ratio = floor
+        .as_ref()
+        .filter(|_| containers_per_job > 0.0)
+        .map(|f| wall.p50 / (containers_per_job * f.p50));
+    lab.shutdown().await?;
+    Ok(ModeBench {
+        executor: mode.name().into(),
+        e2e_wall_s: wall,
+        runner_job_s: Stats::of(job_s),
+        script_s: script,
+        overhead_p50_s,
+        containers_per_job,
+        floor_ratio,
+        sections_p50_s: sections
+            .into_iter()
+            .map(|(n, v)| (n, Stats::of(v).p50))
+            .collect(),
+        dispatch_idle_ms: Stats::of(idle),
+        dispatch_back_to_back_ms: Stats::of(b2b),
+        lab_start_warm_s,
+    })
+}
+
+pub async fn run(
+    jobs: usize,
+    modes: &[Executor],
+    runner_opts: &GetOptions,
+) -> Result<(BenchReport, std::path::PathBuf)> {
+    ensure!(jobs > 0, "--jobs must be at least 1");
+    // Warm the cache first so that the timed call below is a pure cache hit.
+    let forged = runner::get(runner_opts).await?;
+    let t = Instant::now();
+    runner::get(runner_opts).await?;
+    let forge_warm_s = secs(t.elapsed());
+    let mut floor = None;
+    let mut results = Vec::new();
+    for &mode in modes {
+        results.push(bench_mode(mode, jobs, runner_opts, &mut floor).await?);
+    }
     let report = BenchReport {
         runner: forged.describe(),
         jobs,
-        e2e_wall_s: Stats::of(wall),
-        runner_job_s: Stats::of(job_s),
-        overhead_ratio_p50: Stats::of(ratios).p50,
-        dispatch_idle_ms: Stats::of(idle),
-        dispatch_back_to_back_ms: Stats::of(b2b),
+        podman_run_floor_s: floor.unwrap_or_else(|| Stats::of(Vec::new())),
+        modes: results,
         forge_warm_s,
         forge_cold_s_recorded: forged.provenance.build_seconds,
-        lab_start_warm_s,
     };
-    let out = paths::run_output_dir(lab.run_id());
+    let out = paths::run_output_dir(&format!(
+        "bench-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
     paths::write_atomic(
         &out.join("bench.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    lab.shutdown().await?;
     Ok((report, out))
 }
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "runner: {}", self.runner)?;
-        writeln!(f, "idle-runner jobs:")?;
         writeln!(
             f,
-            "e2e wall (s)        p50 {:.2}  p90 {:.2}  min {:.2}  max {:.2}  (n={})",
-            self.e2e_wall_s.p50,
-            self.e2e_wall_s.p90,
-            self.e2e_wall_s.min,
-            self.e2e_wall_s.max,
-            self.e2e_wall_s.n
+            "podman run --rm floor p50 {:.2}s (n={}); idle-runner jobs per mode (trivial `echo` job):",
+            self.podman_run_floor_s.p50, self.podman_run_floor_s.n
         )?;
         writeln!(
             f,
-            "runner job (s)      p50 {:.2}  p90 {:.2}  min {:.2}  max {:.2}",
-            self.runner_job_s.p50,
-            self.runner_job_s.p90,
-            self.runner_job_s.min,
-            self.runner_job_s.max
+            "{:<7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}",
+            "mode",
+            "e2e p50",
+            "job p50",
+            "script",
+            "overhead",
+            "containers",
+            "/floor",
+            "disp idle",
+            "disp b2b",
+            "lab start"
         )?;
-        writeln!(f, "e2e / job ratio     p50 {:.2}", self.overhead_ratio_p50)?;
+        for m in &self.modes {
+            writeln!(
+                f,
+                "{:<7} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.2}s {:>11.1} {:>11} {:>8.1}ms {:>8.0}ms {:>8.2}s",
+                m.executor,
+                m.e2e_wall_s.p50,
+                m.runner_job_s.p50,
+                m.script_s.p50,
+                m.overhead_p50_s,
+                m.containers_per_job,
+                m.floor_ratio
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                m.dispatch_idle_ms.p50,
+                m.dispatch_back_to_back_ms.p50,
+                m.lab_start_warm_s
+            )?;
+        }
+        for m in &self.modes {
+            let parts: Vec<String> = m
+                .sections_p50_s
+                .iter()
+                .map(|(n, s)| format!("{n} {s:.2}"))
+                .collect();
+            writeln!(
+                f,
+                "{:<7} sections p50 (s): {}",
+                m.executor,
+                parts.join(", ")
+            )?;
+        }
         writeln!(
             f,
-            "dispatch idle (ms)  p50 {:.1}  p90 {:.1}  max {:.1}  (n={})",
-            self.dispatch_idle_ms.p50,
-            self.dispatch_idle_ms.p90,
-            self.dispatch_idle_ms.max,
-            self.dispatch_idle_ms.n
-        )?;
-        writeln!(
-            f,
-            "dispatch b2b (ms)   p50 {:.1}  p90 {:.1}  max {:.1}  (n={}, runner between polls)",
-            self.dispatch_back_to_back_ms.p50,
-            self.dispatch_back_to_back_ms.p90,
-            self.dispatch_back_to_back_ms.max,
-            self.dispatch_back_to_back_ms.n
-        )?;
-        writeln!(
-            f,
-            "forge warm {:.2}s (cold build recorded: {:.0}s); lab start warm {:.2}s",
-            self.forge_warm_s, self.forge_cold_s_recorded, self.lab_start_warm_s
+            "forge warm {:.2}s (cold build recorded: {:.0}s)",
+            self.forge_warm_s, self.forge_cold_s_recorded
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_time_comes_from_the_step_script_section_lines() {
+        let raw = "2026-12-01T02:10:16.035146Z 00O+section_start:1796091016:step_script\n\
+                   2026-12-01T02:10:16.050817Z 01O $ echo hi\n\
+                   2026-12-01T02:10:17.555881Z 00O section_end:1796091017:step_script\n";
+        let s = script_seconds(raw).unwrap();
+        assert!((s - 1.520735).abs() < 1e-6, "{s}");
+        assert_eq!(script_seconds("no sections here"), None);
+    }
+
+    #[test]
+    fn sections_nest_and_carry_options() {
+        let raw = "2026-12-01T02:10:16.000000Z 00O+section_start:1:step_script\r\x1b[0K\n\
+                   2026-12-01T02:10:16.500000Z 01O section_start:1:section_script_step_1[collapsed=true]\r\x1b[0K$ x\n\
+                   2026-12-01T02:10:16.750000Z 01O section_end:1:section_script_step_1\r\x1b[0K\n\
+                   2026-12-01T02:10:17.000000Z 00O section_end:1:step_script\r\x1b[0K\n";
+        let got: Vec<(String, f64)> = section_seconds(raw);
+        assert_eq!(
+            got,
+            [
+                ("section_script_step_1".to_owned(), 0.25),
+                ("step_script".to_owned(), 1.0)
+            ]
+        );
     }
 }

@@ -30,8 +30,24 @@ pub struct Case {
     pub about: &'static str,
     /// The executor modes the case applies to.
     pub modes: &'static [Executor],
+    /// Known incompatibilities: in these modes a failure of the case is reported as a
+    /// `known-finding` with the reason, not as a failure.
+    pub known: &'static [(Executor, &'static str)],
     pub run: CaseFn,
 }
+
+impl Case {
+    /// The known incompatibility of this case in `mode`, if any.
+    pub fn known_in(&self, mode: Executor) -> Option<&'static str> {
+        self.known.iter().find(|(m, _)| *m == mode).map(|(_, r)| *r)
+    }
+}
+
+const ALL: &[Executor] = &Executor::ALL;
+const CONTAINERS: &[Executor] = &[Executor::Docker, Executor::Custom];
+/// Features of the docker executor the custom executor's interface does not carry (entrypoint,
+/// job user, feature flags of the docker executor).
+const DOCKER: &[Executor] = &[Executor::Docker];
 
 /// Every case, in report order.
 pub fn cases() -> Vec<Case> {
@@ -39,26 +55,185 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "hello",
             about: "a job clones the project over HTTP, runs its script and succeeds; the trace checksum matches",
-            modes: &Executor::ALL,
+            modes: ALL,
+            known: &[],
             run: |lab| Box::pin(hello(lab)),
         },
         Case {
             name: "exit-code",
             about: "`exit 3` fails the job with script_failure and exit code 3",
-            modes: &Executor::ALL,
+            modes: ALL,
+            known: &[],
             run: |lab| Box::pin(exit_code(lab)),
         },
         Case {
             name: "job-timeout",
             about: "a job with `timeout: 10s` that sleeps 60 s fails with job_execution_timeout",
-            modes: &Executor::ALL,
+            modes: ALL,
+            known: &[],
             run: |lab| Box::pin(job_timeout(lab)),
         },
         Case {
             name: "config-survives-restart",
             about: "the registration in the config volume survives a runner container restart",
-            modes: &Executor::ALL,
+            modes: ALL,
+            known: &[],
             run: |lab| Box::pin(config_survives_restart(lab)),
+        },
+        Case {
+            name: "allow-failure-exit-codes",
+            about: "a job exiting with an allowed exit code fails, yet the pipeline goes on and succeeds",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(allow_failure_exit_codes(lab)),
+        },
+        Case {
+            name: "after-script-after-failure",
+            about: "after_script runs after a failed script and sees CI_JOB_STATUS=failed",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(after_script_after_failure(lab)),
+        },
+        Case {
+            name: "variables",
+            about: "job variables expand, a masked project variable shows as [MASKED] only, a file variable is a file",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(variables(lab)),
+        },
+        Case {
+            name: "artifacts-between-stages",
+            about: "a file uploaded as an artifact by one stage is downloaded by the next",
+            modes: ALL,
+            known: &[(
+                Executor::Custom,
+                "the custom executor runs the artifact uploader inside the job container, whose image \
+                 has no gitlab-runner binary (the podman driver does not inject one)",
+            )],
+            run: |lab| Box::pin(artifacts_between_stages(lab)),
+        },
+        Case {
+            name: "cache-between-jobs",
+            about: "a cache saved by one job is restored by the next",
+            modes: ALL,
+            known: &[(
+                Executor::Custom,
+                "the custom executor runs the cache archiver inside the job container, whose image has \
+                 no gitlab-runner binary (the podman driver does not inject one)",
+            )],
+            run: |lab| Box::pin(cache_between_jobs(lab)),
+        },
+        Case {
+            name: "unicode-and-ansi",
+            about: "unicode and ANSI colour sequences reach the coordinator byte for byte",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(unicode_and_ansi(lab)),
+        },
+        Case {
+            name: "large-trace",
+            about: "a 10 MiB job log arrives whole: the runner's CRC32 matches what the coordinator stored",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(large_trace(lab)),
+        },
+        Case {
+            name: "git-strategy-none",
+            about: "GIT_STRATEGY=none skips the checkout",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_strategy_none(lab)),
+        },
+        Case {
+            name: "git-depth",
+            about: "GIT_DEPTH=1 makes a shallow clone over smart HTTP",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_depth(lab)),
+        },
+        Case {
+            name: "rootless-identity",
+            about: "the job runs in a user namespace that does not map host root (rootless Podman)",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(rootless_identity(lab)),
+        },
+        Case {
+            name: "script-sections",
+            about: "FF_SCRIPT_SECTIONS puts a multi-line script command in its own collapsible log section",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(script_sections(lab)),
+        },
+        Case {
+            name: "graceful-cancel",
+            about: "a job canceled while running stops, runs after_script, and ends canceled",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(graceful_cancel(lab)),
+        },
+        Case {
+            name: "services-by-alias",
+            about: "a service container is reachable from the job by its alias",
+            modes: CONTAINERS,
+            known: &[],
+            run: |lab| Box::pin(services_by_alias(lab)),
+        },
+        Case {
+            name: "git-strategy-clone",
+            about: "GIT_STRATEGY=clone checks out the pipeline's commit into a fresh repository every time",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_strategy_clone(lab)),
+        },
+        Case {
+            name: "git-strategy-fetch",
+            about: "GIT_STRATEGY=fetch reuses the work tree where the executor keeps it, without dubious-ownership errors",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_strategy_fetch(lab)),
+        },
+        Case {
+            name: "predefined-variables",
+            about: "CI_JOB_ID, CI_COMMIT_SHA, CI_PROJECT_PATH, … match the coordinator's job; CI_JOB_TOKEN is masked",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(predefined_variables(lab)),
+        },
+        Case {
+            name: "before-script-failure",
+            about: "a failing before_script fails the job with its exit code, skips script, runs after_script",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(before_script_failure(lab)),
+        },
+        Case {
+            name: "image-entrypoint",
+            about: "`image:entrypoint` runs before the job's shell, which it hands over to",
+            modes: DOCKER,
+            known: &[],
+            run: |lab| Box::pin(image_entrypoint(lab)),
+        },
+        Case {
+            name: "services-without-network-per-build",
+            about: "a service is reachable by alias with FF_NETWORK_PER_BUILD off (no Docker links on Podman)",
+            modes: DOCKER,
+            known: &[],
+            run: |lab| Box::pin(services_without_network_per_build(lab)),
+        },
+        Case {
+            name: "non-root-job-user",
+            about: "a job run as uid 1000 (`image:docker:user`) writes into the work tree the helper checked out",
+            modes: DOCKER,
+            known: &[],
+            run: |lab| Box::pin(non_root_job_user(lab)),
+        },
+        Case {
+            name: "no-leftovers-after-jobs",
+            about: "after jobs the Podman store holds no job, helper or service container of the run",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(no_leftovers_after_jobs(lab)),
         },
     ]
 }
@@ -220,6 +395,8 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     let out = crate::paths::run_output_dir(&run_id);
     std::fs::create_dir_all(&out)?;
     let mut results = Vec::new();
+    // (case, mode, the jobs' output) for the cross-mode comparison.
+    let mut outputs: Vec<(&'static str, &'static str, String)> = Vec::new();
     let selected: Vec<Case> = cases()
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c.name))
@@ -291,6 +468,9 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
                             p.to_string_lossy().into_owned()
                         })
                     });
+                    if let Some(r) = &o.run {
+                        outputs.push((c.name, mode.name(), job_output(r)));
+                    }
                     // Keep the traces next to the report so its links resolve.
                     if let Some(r) = &o.run {
                         for j in &r.jobs {
@@ -306,11 +486,18 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
                         None => (Status::Passed, o.note, trace),
                     }
                 }
-                Err(e) => (
-                    Status::Failed,
-                    Some(crate::redact::scrub(&format!("{e:#}"))),
-                    None,
-                ),
+                Err(e) => match c.known_in(*mode) {
+                    Some(reason) => (
+                        Status::KnownFinding,
+                        Some(crate::redact::scrub(&format!("{reason}\n\n{e:#}"))),
+                        None,
+                    ),
+                    None => (
+                        Status::Failed,
+                        Some(crate::redact::scrub(&format!("{e:#}"))),
+                        None,
+                    ),
+                },
             };
             bar.inc(1);
             say(format!(
@@ -344,9 +531,33 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         duration_s: started.elapsed().as_secs_f64(),
         environment,
         cases: results,
+        cross_mode: crate::report::cross_mode(&outputs),
     };
     report.write(&out)?;
     Ok((report, out))
+}
+
+/// What the jobs of a run printed from their `step_script` section on, normalised like a
+/// snapshot: the part a user's pipeline sees, which should not depend on the executor.
+pub fn job_output(run: &PipelineRun) -> String {
+    let mut s = String::new();
+    for j in &run.jobs {
+        let text = run.job(&j.name).snapshot();
+        s.push_str(&format!("== job {} ({})\n", j.name, j.status.as_str()));
+        let mut on = false;
+        for line in text.lines() {
+            on |= line.starts_with("[step_script]");
+            // The docker executor's per-container lines name images and networks: executor detail.
+            let executor_detail = line.starts_with("Using effective pull policy")
+                || line.starts_with("Using docker image")
+                || line.starts_with("Container runner-");
+            if on && !executor_detail {
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    s
 }
 
 /// What the report says about the machine, the runner and Podman.
@@ -385,4 +596,474 @@ pub async fn environment(
         kernel: get(4),
         harness_version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+fn outcome(run: PipelineRun) -> Outcome {
+    Outcome {
+        run: Some(run),
+        note: None,
+        finding: None,
+    }
+}
+
+/// The job, which must have ended `status`, or an error with its trace.
+fn job_ended<'r>(
+    run: &'r PipelineRun,
+    name: &str,
+    status: &str,
+) -> Result<crate::lab::JobView<'r>> {
+    let job = run.job(name);
+    ensure!(
+        job.status() == status,
+        "job {name} ended {} (expected {status}); trace:\n{}",
+        job.status(),
+        job.trace()
+    );
+    Ok(job)
+}
+
+async fn allow_failure_exit_codes(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("allow-failure").run().await?;
+    let flaky = job_ended(&run, "flaky", "failed")?;
+    ensure!(
+        flaky.exit_code() == Some(42),
+        "exit code {:?}",
+        flaky.exit_code()
+    );
+    job_ended(&run, "after", "success")?;
+    ensure!(run.status() == "success", "pipeline ended {}", run.status());
+    Ok(outcome(run))
+}
+
+async fn after_script_after_failure(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("after-script").run().await?;
+    let job = job_ended(&run, "fail-then-clean-up", "failed")?;
+    ensure!(
+        job.exit_code() == Some(7),
+        "exit code {:?}",
+        job.exit_code()
+    );
+    ensure_trace_has(
+        &job.trace(),
+        &["AFTER_SCRIPT_MARKER ran with status failed"],
+    )?;
+    Ok(outcome(run))
+}
+
+const SECRET: &str = "s3cr3t-Value-4-runnerlab";
+
+async fn variables(lab: &Lab) -> Result<Outcome> {
+    use mock_gitlab::Variable;
+    let run = lab
+        .pipeline("variables")
+        .variable(Variable {
+            key: "SECRET_TOKEN".into(),
+            value: SECRET.into(),
+            masked: true,
+            ..Default::default()
+        })
+        .variable(Variable {
+            key: "CONFIG_FILE".into(),
+            value: "setting=from-a-file-variable\n".into(),
+            file: true,
+            ..Default::default()
+        })
+        .run()
+        .await?;
+    let job = job_ended(&run, "show", "success")?;
+    // The raw bytes the coordinator got: masking is the runner's job, not the harness's.
+    let raw = job.job.trace_text();
+    ensure!(
+        !raw.contains(SECRET),
+        "the masked value reached the coordinator"
+    );
+    ensure_trace_has(
+        &raw,
+        &[
+            "message is hello from the job",
+            "secret is [MASKED]",
+            "setting=from-a-file-variable",
+        ],
+    )?;
+    Ok(outcome(run))
+}
+
+async fn artifacts_between_stages(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("artifacts").run().await?;
+    let build = job_ended(&run, "build", "success")?;
+    let test = job_ended(&run, "test", "success")?;
+    let uploaded = lab.mock().artifacts(build.job.id);
+    ensure!(
+        uploaded
+            .iter()
+            .any(|a| a.artifact_type == "archive" && !a.bytes.is_empty()),
+        "mock-gitlab holds no archive of job build"
+    );
+    ensure_trace_has(&test.trace(), &[&format!("built by job {}", build.job.id)])?;
+    Ok(outcome(run))
+}
+
+async fn cache_between_jobs(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("cache").run().await?;
+    job_ended(&run, "fill", "success")?;
+    let used = job_ended(&run, "use", "success")?;
+    ensure_trace_has(&used.trace(), &["cached by fill"])?;
+    Ok(outcome(run))
+}
+
+async fn unicode_and_ansi(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("unicode").run().await?;
+    let job = job_ended(&run, "colours", "success")?;
+    let raw = job.job.trace_text();
+    ensure_trace_has(
+        &raw,
+        &[
+            "ünïcödé ✓ 日本語 🚀",
+            "\x1b[31mred\x1b[0m",
+            "\x1b[1;32mbold green\x1b[0m",
+        ],
+    )?;
+    ensure!(job.checksum_ok() == Some(true), "trace checksum mismatch");
+    Ok(outcome(run))
+}
+
+async fn large_trace(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("large-trace").run().await?;
+    let job = job_ended(&run, "big", "success")?;
+    let size = job.job.trace.len();
+    ensure!(
+        size >= 10 * 1024 * 1024,
+        "trace is {size} bytes, expected at least 10 MiB"
+    );
+    ensure!(
+        job.checksum_ok() == Some(true),
+        "the runner's CRC32 does not match the {size} stored bytes"
+    );
+    ensure_trace_has(&job.trace(), &["end of the large trace", "Job succeeded"])?;
+    let note = format!("{size} bytes, {} trace PATCHes", job.job.trace_patches);
+    let mut o = outcome(run);
+    o.note = Some(note);
+    Ok(o)
+}
+
+async fn git_strategy_none(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("git-none").run().await?;
+    let job = job_ended(&run, "nocheckout", "success")?;
+    ensure_trace_has(
+        &job.trace(),
+        &["Skipping Git repository setup", "no checkout, as asked"],
+    )?;
+    Ok(outcome(run))
+}
+
+async fn git_depth(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("git-depth").run().await?;
+    let job = job_ended(&run, "shallow", "success")?;
+    ensure_trace_has(
+        &job.trace(),
+        &[
+            "git depth set to 1",
+            "commits in history 1",
+            "the clone is shallow",
+        ],
+    )?;
+    Ok(outcome(run))
+}
+
+async fn rootless_identity(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("identity").run().await?;
+    let job = job_ended(&run, "whoami", "success")?;
+    let trace = job.trace();
+    // uid_map lines: "<inside> <outside> <count>". Rootful (or no namespace) maps 0 to 0 over the
+    // whole 32-bit range; rootless maps inside 0 to the lab user's uid.
+    let maps: Vec<Vec<u64>> = trace
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .filter(|v| v.len() == 3)
+        .collect();
+    ensure!(!maps.is_empty(), "no uid_map in the trace:\n{trace}");
+    let uid = lab.podman().user().map(|u| u.uid as u64).unwrap_or(0);
+    ensure!(
+        !maps.iter().any(|m| m[1] == 0 && m[2] == 4294967295),
+        "the job runs in the host's user namespace (uid map 0 0 4294967295):\n{trace}"
+    );
+    ensure!(
+        maps.iter().any(|m| m[0] == 0 && m[1] == uid && m[2] == 1),
+        "container root is not the lab user (uid {uid}) on the host:\n{trace}"
+    );
+    Ok(outcome(run))
+}
+
+async fn script_sections(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("script-sections").run().await?;
+    let job = job_ended(&run, "sections", "success")?;
+    let raw = job.job.trace_text();
+    // The second command is the multi-line one: its section is named after its index.
+    ensure_trace_has(
+        &raw,
+        &[
+            "$ echo one-liner",
+            ":section_script_step_1[hide_duration=true,collapsed=true]",
+            "section_end:",
+        ],
+    )?;
+    // Output lines, not the echoed command in the section header.
+    let text = job.trace();
+    for out in ["multi-a", "multi-b"] {
+        ensure!(
+            text.lines().any(|l| l.trim_end_matches('\r') == out),
+            "the multi-line command did not print {out:?}; trace:\n{text}"
+        );
+    }
+    ensure!(
+        !raw.contains("section_script_step_0"),
+        "the one-line command got a section of its own"
+    );
+    Ok(outcome(run))
+}
+
+async fn graceful_cancel(lab: &Lab) -> Result<Outcome> {
+    let started = lab
+        .pipeline("cancel")
+        .timeout(Duration::from_secs(150))
+        .spawn()?;
+    let id = started.wait_trace("ticker", "tick 3").await?;
+    let t = Instant::now();
+    lab.mock().cancel_job(id, true)?;
+    let run = started.wait().await?;
+    let took = t.elapsed().as_secs_f64();
+    let job = job_ended(&run, "ticker", "canceled")?;
+    let trace = job.trace();
+    ensure_trace_has(&trace, &["AFTER_SCRIPT_MARKER after cancel"])?;
+    // The ticker runs 60 s; a job that printed its last tick was not stopped by the cancel.
+    let ran_on = trace.contains("tick 60");
+    let finding = match (ran_on, lab.executor()) {
+        (false, _) => None,
+        // Same cause as the job-timeout finding: the runner stops `su`, not the script under it.
+        (true, Executor::Shell) => Some(format!(
+            "the job ended {took:.0}s after the cancel: the script's processes were not killed \
+             (shell executor with --user, i.e. su); it ended when the script did"
+        )),
+        (true, mode) => anyhow::bail!("the {mode} job ran on for {took:.0}s after the cancel"),
+    };
+    Ok(Outcome {
+        run: Some(run),
+        note: Some(format!("job ended {took:.1}s after the cancel")),
+        finding,
+    })
+}
+
+async fn services_by_alias(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("services").run().await?;
+    let job = job_ended(&run, "svc-lookup", "success")?;
+    ensure_trace_has(&job.trace(), &[" svc"])?;
+    Ok(outcome(run))
+}
+
+async fn git_strategy(lab: &Lab, strategy: &str) -> Result<PipelineRun> {
+    lab.pipeline("git-strategy")
+        .variable(mock_gitlab::Variable {
+            key: "GIT_STRATEGY".into(),
+            value: strategy.into(),
+            ..Default::default()
+        })
+        .run()
+        .await
+}
+
+/// The job checked out the pipeline's commit and the fixture's file is there.
+fn checked_out(run: &PipelineRun) -> Result<String> {
+    let job = job_ended(run, "head", "success")?;
+    let trace = job.trace();
+    ensure!(
+        trace.lines().any(|l| l.trim() == run.record.sha),
+        "HEAD is not the pipeline's commit {}; trace:\n{trace}",
+        run.record.sha
+    );
+    ensure_trace_has(&trace, &["a file in the work tree"])?;
+    ensure!(
+        !trace.contains("dubious ownership"),
+        "git refused the work tree (dubious ownership); trace:\n{trace}"
+    );
+    Ok(trace)
+}
+
+async fn git_strategy_clone(lab: &Lab) -> Result<Outcome> {
+    let first = git_strategy(lab, "clone").await?;
+    checked_out(&first)?;
+    let second = git_strategy(lab, "clone").await?;
+    let trace = checked_out(&second)?;
+    ensure_trace_has(&trace, &["Created fresh repository"])?;
+    ensure!(
+        !trace.contains("Reinitialized existing Git repository"),
+        "clone reused the previous work tree; trace:\n{trace}"
+    );
+    Ok(outcome(second))
+}
+
+async fn git_strategy_fetch(lab: &Lab) -> Result<Outcome> {
+    let first = git_strategy(lab, "fetch").await?;
+    checked_out(&first)?;
+    let second = git_strategy(lab, "fetch").await?;
+    let trace = checked_out(&second)?;
+    let reused = trace.contains("Reinitialized existing Git repository");
+    // Shell keeps builds_dir in the runner container and docker in a per-project volume, so the
+    // second job fetches into the first one's tree. The podman driver gives every job a new
+    // container: nothing to reuse, a fresh clone is right there.
+    match lab.executor() {
+        Executor::Shell | Executor::Docker => ensure!(
+            reused,
+            "the second fetch did not reuse the work tree; trace:\n{trace}"
+        ),
+        Executor::Custom => ensure!(
+            !reused,
+            "a job container of the podman driver found an earlier job's work tree; trace:\n{trace}"
+        ),
+    }
+    Ok(Outcome {
+        note: Some(format!(
+            "second job {}",
+            if reused {
+                "reused the work tree"
+            } else {
+                "cloned afresh"
+            }
+        )),
+        ..outcome(second)
+    })
+}
+
+async fn predefined_variables(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("predefined-variables").run().await?;
+    let job = job_ended(&run, "show", "success")?;
+    let trace = job.trace();
+    let value = |key: &str| -> Option<String> {
+        let prefix = format!("{key}=");
+        trace
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim_end().to_owned()))
+    };
+    let want = [
+        ("CI_JOB_ID", job.job.id.to_string()),
+        ("CI_JOB_NAME", "show".to_owned()),
+        ("CI_PIPELINE_ID", run.record.id.to_string()),
+        ("CI_COMMIT_SHA", run.record.sha.clone()),
+        ("CI_COMMIT_REF_NAME", run.record.git_ref.clone()),
+        ("CI_PROJECT_PATH", run.record.project.clone()),
+        // The runner masks the job token in the log like any masked variable.
+        ("CI_JOB_TOKEN", "[MASKED]".to_owned()),
+    ];
+    for (key, expected) in want {
+        let got = value(key);
+        ensure!(
+            got.as_deref() == Some(expected.as_str()),
+            "{key} is {got:?} in the job, the coordinator says {expected:?}"
+        );
+    }
+    let dir = value("CI_PROJECT_DIR").unwrap_or_default();
+    ensure!(
+        dir.ends_with(&format!("/{}", run.record.project)),
+        "CI_PROJECT_DIR {dir:?} does not end in the project path {}",
+        run.record.project
+    );
+    Ok(outcome(run))
+}
+
+async fn before_script_failure(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("before-script").run().await?;
+    let job = job_ended(&run, "setup-fails", "failed")?;
+    ensure!(
+        job.exit_code() == Some(4),
+        "exit code {:?}, expected 4",
+        job.exit_code()
+    );
+    ensure!(
+        job.failure_reason() == Some("script_failure"),
+        "failure reason {:?}",
+        job.failure_reason()
+    );
+    let trace = job.trace();
+    ensure_trace_has(
+        &trace,
+        &["BEFORE_SCRIPT_MARKER", "AFTER_SCRIPT_MARKER status failed"],
+    )?;
+    ensure!(
+        !trace
+            .lines()
+            .any(|l| l.trim_end() == "SCRIPT_MARKER should not run"),
+        "script ran after before_script failed; trace:\n{trace}"
+    );
+    Ok(outcome(run))
+}
+
+async fn image_entrypoint(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("image-entrypoint").run().await?;
+    let job = job_ended(&run, "entrypoint", "success")?;
+    let trace = job.trace();
+    ensure!(
+        trace.lines().any(|l| l.trim_end() == "entrypoint-ran"),
+        "the entrypoint's marker is not there; trace:\n{trace}"
+    );
+    Ok(outcome(run))
+}
+
+async fn services_without_network_per_build(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("services-legacy").run().await?;
+    let job = job_ended(&run, "svc-lookup", "success")?;
+    let trace = job.trace();
+    // The alias resolves through the runner's link emulation (extra_hosts), since Podman has no
+    // links. The fixture's service exposes no port, so the runner's health check only warns.
+    ensure!(
+        trace
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("svc")),
+        "the alias svc did not resolve; trace:\n{trace}"
+    );
+    Ok(outcome(run))
+}
+
+async fn non_root_job_user(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("non-root-user").run().await?;
+    let job = job_ended(&run, "as-1000", "success")?;
+    let trace = job.trace();
+    ensure!(
+        trace.lines().any(|l| l.trim_end() == "1000"),
+        "the job did not run as uid 1000; trace:\n{trace}"
+    );
+    ensure!(
+        trace
+            .lines()
+            .any(|l| l.contains(" 1000 ") && l.contains("by-uid-1000")),
+        "the file written in the work tree is not owned by uid 1000; trace:\n{trace}"
+    );
+    Ok(outcome(run))
+}
+
+async fn no_leftovers_after_jobs(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("hello").run().await?;
+    job_ended(&run, "hello", "success")?;
+    // The runner removes job containers after the final update; allow it a moment, by polling.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = lab.podman().labelled(Some(lab.run_id()))?;
+        let extra: Vec<&String> = r
+            .containers
+            .iter()
+            .filter(|c| *c != lab.runner_container())
+            .collect();
+        if extra.is_empty() && r.networks.is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "job containers or networks left after the job: {extra:?} {:?}",
+            r.networks
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(outcome(run))
 }

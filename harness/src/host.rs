@@ -288,15 +288,6 @@ fn sh(cmd: &mut Command) -> Result<()> {
 /// runnerlab did not write is kept as `<dst>.runnerlab-backup`.
 fn install_file(src: &Path, dst: &Path, owner: Option<&LabUser>) -> Result<bool> {
     let want = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-    if std::fs::read(dst).ok().as_deref() == Some(&want[..]) {
-        return Ok(false);
-    }
-    if dst.exists() {
-        let backup = dst.with_extension("conf.runnerlab-backup");
-        if !backup.exists() {
-            std::fs::copy(dst, &backup)?;
-        }
-    }
     let text = String::from_utf8_lossy(&want).into_owned();
     let text = match owner {
         // The rootless storage.conf names the user's own home and runtime dir.
@@ -305,7 +296,25 @@ fn install_file(src: &Path, dst: &Path, owner: Option<&LabUser>) -> Result<bool>
             .replace("/home/runner-user", &u.home.to_string_lossy()),
         None => text,
     };
+    // Podman reads these as the rootless user too: they must be world-readable, also when an
+    // earlier setup left them 0600.
+    let readable = |p: &Path| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("chmod 644 {}", p.display()))
+    };
+    if std::fs::read(dst).ok().as_deref() == Some(text.as_bytes()) {
+        readable(dst)?;
+        return Ok(false);
+    }
+    if dst.exists() {
+        let backup = dst.with_extension("conf.runnerlab-backup");
+        if !backup.exists() {
+            std::fs::copy(dst, &backup)?;
+        }
+    }
     paths::write_atomic(dst, text.as_bytes())?;
+    readable(dst)?;
     if let Some(u) = owner {
         chown(dst, u)?;
     }

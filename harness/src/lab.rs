@@ -272,6 +272,8 @@ impl Lab {
             "--name",
             &name,
         ];
+        // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
+        reg.extend(["--output-limit", "16384"]);
         reg.extend(mode.register_args.iter().map(String::as_str));
         let register = podman
             .run(one_shot("register", &reg))
@@ -440,6 +442,7 @@ impl Lab {
             project: project.to_owned(),
             git_ref: "main".into(),
             timeout: Duration::from_secs(180),
+            variables: Vec::new(),
         }
     }
 
@@ -576,8 +579,10 @@ impl ExecutorSetup {
                     &format!("{RUN_LABEL}:{run_id}"),
                     "--docker-container-labels",
                     &format!("{OWNER_LABEL}:{owner}"),
-                    "--feature-flags",
-                    "FF_NETWORK_PER_BUILD:true",
+                    // GitLab's Podman docs set it as `[runners] environment`: on by default, and a
+                    // job may still turn it off (a `[runners.feature_flags]` entry would win).
+                    "--env",
+                    "FF_NETWORK_PER_BUILD=true",
                 ]
                 .iter()
                 .map(|s| s.to_string())
@@ -641,9 +646,68 @@ pub struct PipelineBuilder<'a> {
     project: String,
     git_ref: String,
     timeout: Duration,
+    variables: Vec<mock_gitlab::Variable>,
 }
 
-impl PipelineBuilder<'_> {
+/// A pipeline that has been created and may still be running.
+pub struct StartedPipeline<'a> {
+    lab: &'a Lab,
+    project: String,
+    id: mock_gitlab::PipelineId,
+    timeout: Duration,
+    started: Instant,
+}
+
+impl StartedPipeline<'_> {
+    pub fn id(&self) -> mock_gitlab::PipelineId {
+        self.id
+    }
+
+    /// The jobs of the pipeline as they are now.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.lab
+            .mock
+            .jobs()
+            .into_iter()
+            .filter(|j| j.pipeline_id == self.id)
+            .collect()
+    }
+
+    /// Wait (deadline: the builder's timeout) until job `name`'s trace contains `text`; returns its id.
+    pub async fn wait_trace(&self, name: &str, text: &str) -> Result<u64> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(j) = self.jobs().into_iter().find(|j| j.name == name)
+                && j.trace_text().contains(text)
+            {
+                return Ok(j.id);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "job {name} did not print {text:?} within {:?}",
+                    self.timeout
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait for the pipeline to finish.
+    pub async fn wait(self) -> Result<PipelineRun> {
+        let record = self.lab.mock.wait_pipeline(self.id, self.timeout).await?;
+        let run = PipelineRun {
+            project: self.project,
+            jobs: record.jobs.clone(),
+            record,
+            wall: self.started.elapsed(),
+            executor: self.lab.executor,
+        };
+        run.save_traces(&self.lab.out_dir)?;
+        Ok(run)
+    }
+}
+
+impl<'a> PipelineBuilder<'a> {
     pub fn git_ref(mut self, r: &str) -> Self {
         self.git_ref = r.to_owned();
         self
@@ -655,33 +719,39 @@ impl PipelineBuilder<'_> {
         self
     }
 
-    /// Create the pipeline on the mock and wait for it to finish.
-    pub async fn run(self) -> Result<PipelineRun> {
+    /// A project-level CI/CD variable (masked, file, …) set before the pipeline is created.
+    pub fn variable(mut self, v: mock_gitlab::Variable) -> Self {
+        if v.masked {
+            redact::register_secret(&v.value);
+        }
+        self.variables.push(v);
+        self
+    }
+
+    /// Create the pipeline on the mock and return at once.
+    pub fn spawn(self) -> Result<StartedPipeline<'a>> {
         let path = self.lab.project_path(&self.project)?;
+        for v in self.variables {
+            self.lab.mock.set_variable(&path, v)?;
+        }
         let started = Instant::now();
         let id = self
             .lab
             .mock
             .create_pipeline(&path, &self.git_ref)
             .map_err(|e| anyhow!("{e}"))?;
-        let record = self.lab.mock.wait_pipeline(id, self.timeout).await?;
-        let wall = started.elapsed();
-        let jobs: Vec<JobRecord> = self
-            .lab
-            .mock
-            .jobs()
-            .into_iter()
-            .filter(|j| j.pipeline_id == record.id)
-            .collect();
-        let run = PipelineRun {
+        Ok(StartedPipeline {
+            lab: self.lab,
             project: self.project,
-            record,
-            jobs,
-            wall,
-            executor: self.lab.executor,
-        };
-        run.save_traces(&self.lab.out_dir)?;
-        Ok(run)
+            id,
+            timeout: self.timeout,
+            started,
+        })
+    }
+
+    /// Create the pipeline on the mock and wait for it to finish.
+    pub async fn run(self) -> Result<PipelineRun> {
+        self.spawn()?.wait().await
     }
 }
 
@@ -754,8 +824,31 @@ impl JobView<'_> {
         scrub(&mock_gitlab::normalize_trace(&self.job.trace_text()))
     }
     /// The trace ready for a snapshot: [`JobView::trace`] with run-specific values replaced.
+    ///
+    /// A trace over 64 KiB is summarised (size, line count, head and tail): a snapshot is
+    /// reviewed by people, and megabytes of generated lines say nothing a summary does not.
     pub fn snapshot(&self) -> String {
-        redact::normalize_for_snapshot(&self.trace())
+        const LIMIT: usize = 64 * 1024;
+        let text = redact::normalize_for_snapshot(&self.trace());
+        if text.len() <= LIMIT {
+            return text;
+        }
+        // Sizes and line counts vary with run-specific lines; the case asserts the size itself.
+        let cut = |l: &&str| -> String {
+            match l.char_indices().nth(120) {
+                Some((i, _)) => format!("{}[…]", &l[..i]),
+                None => l.to_string(),
+            }
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let n = lines.len();
+        let head: Vec<String> = lines[..n.min(12)].iter().map(cut).collect();
+        let tail: Vec<String> = lines[n.saturating_sub(8)..].iter().map(cut).collect();
+        format!(
+            "[trace over 64 KiB: first 12 and last 8 lines, long lines cut]\n{}\n[…]\n{}\n",
+            head.join("\n"),
+            tail.join("\n")
+        )
     }
     /// From the runner's first `running` update to its final update, as the mock recorded it.
     pub fn duration(&self) -> Option<Duration> {

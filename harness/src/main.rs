@@ -43,7 +43,7 @@ enum Cmd {
     /// Run the conformance cases and write target/runnerlab/<run>/report.{json,md} and junit.xml.
     Conformance {
         /// Executor modes: shell, docker, custom or all (repeatable).
-        #[arg(long = "executor", short = 'e', default_value = "shell")]
+        #[arg(long = "executor", short = 'e', default_value = "all")]
         executors: Vec<String>,
         /// Only these cases (repeatable); see `runnerlab cases`.
         #[arg(long = "case")]
@@ -55,9 +55,12 @@ enum Cmd {
     Cases,
     /// Measure end-to-end overhead, dispatch latency and set-up times.
     Bench {
-        /// Number of trivial jobs to time.
+        /// Number of trivial jobs to time per mode.
         #[arg(long, default_value_t = 10)]
         jobs: usize,
+        /// Executor modes: shell, docker, custom or all (repeatable).
+        #[arg(long = "executor", short = 'e', default_value = "all")]
+        executors: Vec<String>,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -256,8 +259,13 @@ async fn real_main(cli: Cli) -> Result<bool> {
             println!("report: {}", dir.join("report.md").display());
             Ok(counts.get("failed").copied().unwrap_or(0) == 0)
         }
-        Cmd::Bench { jobs, runner } => {
-            let (report, dir) = bench::run(jobs, &runner.options()?).await?;
+        Cmd::Bench {
+            jobs,
+            executors,
+            runner,
+        } => {
+            let modes = parse_executors(&executors)?;
+            let (report, dir) = bench::run(jobs, &modes, &runner.options()?).await?;
             print!("{report}");
             println!("bench.json: {}", dir.join("bench.json").display());
             Ok(true)

@@ -67,6 +67,57 @@ pub struct Report {
     pub duration_s: f64,
     pub environment: Environment,
     pub cases: Vec<CaseResult>,
+    /// Per case, how each mode's job output differs from the first mode's (schema 1 addition).
+    pub cross_mode: Vec<CrossModeDiff>,
+}
+
+/// One case's job output in `mode` compared with `base` (job output: from `step_script` on,
+/// normalised; see `conformance::job_output`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossModeDiff {
+    pub case: String,
+    pub base: String,
+    pub mode: String,
+    /// Lines only in one of the two outputs.
+    pub differing_lines: usize,
+    /// Unified diff, empty when the outputs are the same.
+    pub diff: String,
+}
+
+/// Compare the outputs of each case across modes, against the first mode that ran it.
+pub fn cross_mode(outputs: &[(&str, &str, String)]) -> Vec<CrossModeDiff> {
+    let mut out = Vec::new();
+    let mut names: Vec<&str> = outputs.iter().map(|o| o.0).collect();
+    names.dedup();
+    for name in names {
+        let mut runs = outputs.iter().filter(|o| o.0 == name);
+        let Some((_, base_mode, base)) = runs.next() else {
+            continue;
+        };
+        for (_, mode, text) in runs {
+            let diff = similar::TextDiff::from_lines(base.as_str(), text.as_str());
+            let differing_lines = diff
+                .iter_all_changes()
+                .filter(|c| c.tag() != similar::ChangeTag::Equal)
+                .count();
+            let unified = if differing_lines == 0 {
+                String::new()
+            } else {
+                diff.unified_diff()
+                    .context_radius(2)
+                    .header(base_mode, mode)
+                    .to_string()
+            };
+            out.push(CrossModeDiff {
+                case: name.to_owned(),
+                base: (*base_mode).to_owned(),
+                mode: (*mode).to_owned(),
+                differing_lines,
+                diff: unified,
+            });
+        }
+    }
+    out
 }
 
 impl Report {
@@ -162,6 +213,31 @@ impl Report {
             counts.get("known-finding").unwrap_or(&0),
             counts.get("skipped").unwrap_or(&0)
         ));
+        if !self.cross_mode.is_empty() {
+            s.push_str(
+                "\n## Cross-mode differences\n\nJob output from `step_script` on, normalised, compared \
+                 with the first mode that ran the case.\n\n| case | mode | vs | differing lines |\n|---|---|---|---|\n",
+            );
+            for d in &self.cross_mode {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    d.case,
+                    d.mode,
+                    d.base,
+                    if d.differing_lines == 0 {
+                        "same".to_owned()
+                    } else {
+                        d.differing_lines.to_string()
+                    }
+                ));
+            }
+            for d in self.cross_mode.iter().filter(|d| d.differing_lines > 0) {
+                s.push_str(&format!(
+                    "\n<details><summary>{}: {} vs {}</summary>\n\n```diff\n{}```\n</details>\n",
+                    d.case, d.mode, d.base, d.diff
+                ));
+            }
+        }
         let details: Vec<&CaseResult> = self.cases.iter().filter(|c| c.detail.is_some()).collect();
         if !details.is_empty() {
             s.push_str("\n## Details\n\n");
@@ -276,7 +352,35 @@ mod tests {
                     detail: Some("exit code <None> & more".into()),
                 },
             ],
+            cross_mode: cross_mode(&[
+                ("hello", "shell", "$ echo hi\nhi\nJob succeeded\n".into()),
+                ("hello", "docker", "$ echo hi\nhi\nJob succeeded\n".into()),
+                (
+                    "hello",
+                    "custom",
+                    "$ echo hi\nhi\nsomething else\nJob succeeded\n".into(),
+                ),
+            ]),
         }
+    }
+
+    #[test]
+    fn cross_mode_compares_each_mode_with_the_first() {
+        let r = sample();
+        let d: Vec<(&str, usize)> = r
+            .cross_mode
+            .iter()
+            .map(|d| (d.mode.as_str(), d.differing_lines))
+            .collect();
+        assert_eq!(d, [("docker", 0), ("custom", 1)]);
+        assert!(
+            r.cross_mode[1].diff.contains("+something else"),
+            "{:?}",
+            r.cross_mode[1]
+        );
+        let md = r.markdown();
+        assert!(md.contains("| hello | docker | shell | same |"), "{md}");
+        assert!(md.contains("| hello | custom | shell | 1 |"), "{md}");
     }
 
     #[test]

@@ -2,43 +2,14 @@
 //! coordinator's own end-to-end check. The runner comes from the forge (the same binary the labs
 //! put in their images), so this never skips.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+mod support;
+use support::{MockLab, fixture, runner_bin};
+
 use mock_gitlab::{JobStatus, PipelineStatus, RegisteredVia, RunnerSpec};
-
-async fn runner_bin() -> PathBuf {
-    runnerlab::forge::runner::get(&Default::default())
-        .await
-        .expect("the forged runner")
-        .runner_bin()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    runnerlab::paths::fixtures().join("projects").join(name)
-}
-
-/// mock-gitlab in a temporary data dir.
-struct Lab {
-    mock: mock_gitlab::MockGitlab,
-    _dir: tempfile::TempDir,
-}
-
-impl Lab {
-    async fn start_with(f: impl FnOnce(&mut mock_gitlab::Config)) -> Lab {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = mock_gitlab::Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        f(&mut cfg);
-        let mock = mock_gitlab::MockGitlab::start(cfg)
-            .await
-            .expect("start mock");
-        Lab { mock, _dir: dir }
-    }
-}
 
 fn runner_cmd(bin: &Path, dir: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(bin);
@@ -70,7 +41,7 @@ async fn run_ok(mut c: tokio::process::Command, what: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_single_hello_failing_and_timeout() {
     let bin = runner_bin().await;
-    let lab = Lab::start_with(|c| c.trace_update_interval = 1).await;
+    let lab = MockLab::start_with(|c| c.trace_update_interval = 1).await;
     let runner = lab.mock.create_runner(RunnerSpec::default());
     for name in ["hello", "failing", "timeout"] {
         lab.mock
@@ -158,7 +129,7 @@ async fn run_single_hello_failing_and_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn register_verify_run_and_unregister() {
     let bin = runner_bin().await;
-    let lab = Lab::start_with(|_| {}).await;
+    let lab = MockLab::start_with(|_| {}).await;
     let runner = lab.mock.create_runner(RunnerSpec::default());
     lab.mock
         .add_project("group/hello", &fixture("hello"))

@@ -79,6 +79,7 @@ pub async fn ensure(recipe: &BaseRecipe, stores: &[Podman]) -> Result<String> {
         }
     }
     if missing.is_empty() {
+        tag_latest(&tag, &hash, stores).await?;
         return Ok(tag);
     }
     let cache = paths::cache_dir().join("base");
@@ -108,7 +109,20 @@ pub async fn ensure(recipe: &BaseRecipe, stores: &[Podman]) -> Result<String> {
         .await?;
     }
     progress.finish(format!("{tag} ready"));
+    tag_latest(&tag, &hash, stores).await?;
     Ok(tag)
+}
+
+/// `localhost/runnerlab/base:latest`: a stable name for fixtures (`image: localhost/runnerlab/base:latest`).
+pub const LATEST: &str = "localhost/runnerlab/base:latest";
+
+async fn tag_latest(tag: &str, hash: &str, stores: &[Podman]) -> Result<()> {
+    for s in stores {
+        if s.image_label(LATEST, INPUT_LABEL).await.as_deref() != Some(hash) {
+            s.run(["tag", tag, LATEST]).await?;
+        }
+    }
+    Ok(())
 }
 
 fn debootstrap(recipe: &BaseRecipe, tar: &std::path::Path, progress: &Progress) -> Result<()> {

@@ -2,25 +2,22 @@
 //! artifacts up and down, cache save/restore, masked and file variables,
 //! after_script after a failure, graceful and forced cancel.
 //!
-//! Skipped unless `RUNNERLAB_RUNNER_BIN` names a gitlab-runner binary (the
-//! forged one: `cargo lab runner get --no-images` prints its path).
-
-mod common;
+//! The runner is the forged one (the binary the labs put in their images), so these never skip.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Lab, fixture, temp_fixture};
+mod support;
+use support::{MockLab, fixture, runner_bin};
+
 use mock_gitlab::{JobStatus, PipelineStatus, RunnerSpec, Variable};
 
-fn runner_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("RUNNERLAB_RUNNER_BIN").map(PathBuf::from);
-    let found = p.filter(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("skipped: set RUNNERLAB_RUNNER_BIN to a gitlab-runner binary to run this test");
-    }
-    found
+/// A fixture directory made on the fly with one `.gitlab-ci.yml`.
+fn temp_fixture(ci_yml: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join(".gitlab-ci.yml"), ci_yml).expect("write ci yml");
+    d
 }
 
 struct Runner {
@@ -30,7 +27,7 @@ struct Runner {
 
 impl Runner {
     /// `run-single` for `builds` jobs, in its own scratch directory.
-    fn spawn(bin: &PathBuf, lab: &Lab, token: &str, builds: u32) -> Runner {
+    fn spawn(bin: &PathBuf, lab: &MockLab, token: &str, builds: u32) -> Runner {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = tokio::process::Command::new(bin);
         c.current_dir(dir.path())
@@ -65,7 +62,7 @@ impl Runner {
 
 async fn run_fixture(
     bin: &PathBuf,
-    lab: &Lab,
+    lab: &MockLab,
     project: &str,
     dir: &std::path::Path,
     vars: Vec<Variable>,
@@ -92,8 +89,8 @@ async fn run_fixture(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn artifacts_flow_from_build_to_test() {
-    let Some(bin) = runner_bin() else { return };
-    let lab = Lab::start().await;
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
     let p = run_fixture(
         &bin,
         &lab,
@@ -133,8 +130,8 @@ async fn artifacts_flow_from_build_to_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cache_is_saved_and_restored() {
-    let Some(bin) = runner_bin() else { return };
-    let lab = Lab::start().await;
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
     let p = run_fixture(&bin, &lab, "group/cache", &fixture("cache"), vec![], 2).await;
     let t = p.job("use").unwrap().normalized_trace();
     assert_eq!(p.status, PipelineStatus::Success, "{t}");
@@ -144,8 +141,8 @@ async fn cache_is_saved_and_restored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn masked_and_file_variables() {
-    let Some(bin) = runner_bin() else { return };
-    let lab = Lab::start().await;
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
     let vars = vec![
         Variable {
             key: "SECRET_TOKEN".into(),
@@ -180,8 +177,8 @@ async fn masked_and_file_variables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_script_runs_after_failure() {
-    let Some(bin) = runner_bin() else { return };
-    let lab = Lab::start().await;
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
     let p = run_fixture(
         &bin,
         &lab,
@@ -216,8 +213,8 @@ sleeper:
 "#;
 
 async fn cancel_case(graceful: bool) {
-    let Some(bin) = runner_bin() else { return };
-    let lab = Lab::start_with(|c| c.trace_update_interval = 1).await;
+    let bin = runner_bin().await;
+    let lab = MockLab::start_with(|c| c.trace_update_interval = 1).await;
     let fx = temp_fixture(SLEEPER);
     lab.mock.add_project("group/sleeper", fx.path()).unwrap();
     let runner = lab.mock.create_runner(RunnerSpec::default());
