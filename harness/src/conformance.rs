@@ -20,6 +20,8 @@ pub struct Outcome {
     /// A known incompatibility the case observed while what it asserts still held: reported as
     /// `known-finding`, with this text.
     pub finding: Option<String>,
+    /// Whether the jobs' traces are stable enough to snapshot (not when jobs race each other).
+    pub snapshot: bool,
 }
 
 type CaseFn = for<'a> fn(&'a Lab) -> Pin<Box<dyn Future<Output = Result<Outcome>> + 'a>>;
@@ -229,6 +231,13 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(non_root_job_user(lab)),
         },
         Case {
+            name: "concurrent-jobs",
+            about: "with `concurrent = 2` two jobs of one stage run at the same time on one runner",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(concurrent_jobs(lab)),
+        },
+        Case {
             name: "no-leftovers-after-jobs",
             about: "after jobs the Podman store holds no job, helper or service container of the run",
             modes: ALL,
@@ -278,6 +287,7 @@ async fn hello(lab: &Lab) -> Result<Outcome> {
         run: Some(run),
         note: None,
         finding: None,
+        snapshot: true,
     })
 }
 
@@ -307,6 +317,7 @@ async fn exit_code(lab: &Lab) -> Result<Outcome> {
         run: Some(run),
         note: None,
         finding: None,
+        snapshot: true,
     })
 }
 
@@ -344,6 +355,7 @@ async fn job_timeout(lab: &Lab) -> Result<Outcome> {
             "job ended after {took:.1}s (timeout 10s, script sleeps 60s)"
         )),
         finding,
+        snapshot: true,
     })
 }
 
@@ -369,6 +381,7 @@ async fn config_survives_restart(lab: &Lab) -> Result<Outcome> {
         run: Some(run),
         note: None,
         finding: None,
+        snapshot: true,
     })
 }
 
@@ -474,7 +487,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
                     // Keep the traces next to the report so its links resolve.
                     if let Some(r) = &o.run {
                         for j in &r.jobs {
-                            let src = r.trace_path(lab.out_dir(), &j.name);
+                            let src = r.trace_path(&r.out_dir, &j.name);
                             let dst = r.trace_path(&out, &j.name);
                             if let Ok(bytes) = std::fs::read(&src) {
                                 crate::paths::write_atomic(&dst, &bytes)?;
@@ -548,7 +561,8 @@ pub fn job_output(run: &PipelineRun) -> String {
         for line in text.lines() {
             on |= line.starts_with("[step_script]");
             // The docker executor's per-container lines name images and networks: executor detail.
-            let executor_detail = line.starts_with("Using effective pull policy")
+            let executor_detail = line == "Using default image"
+                || line.starts_with("Using effective pull policy")
                 || line.starts_with("Using docker image")
                 || line.starts_with("Container runner-");
             if on && !executor_detail {
@@ -603,6 +617,7 @@ fn outcome(run: PipelineRun) -> Outcome {
         run: Some(run),
         note: None,
         finding: None,
+        snapshot: true,
     }
 }
 
@@ -854,6 +869,7 @@ async fn graceful_cancel(lab: &Lab) -> Result<Outcome> {
         run: Some(run),
         note: Some(format!("job ended {took:.1}s after the cancel")),
         finding,
+        snapshot: true,
     })
 }
 
@@ -1041,6 +1057,40 @@ async fn non_root_job_user(lab: &Lab) -> Result<Outcome> {
         "the file written in the work tree is not owned by uid 1000; trace:\n{trace}"
     );
     Ok(outcome(run))
+}
+
+async fn concurrent_jobs(lab: &Lab) -> Result<Outcome> {
+    // A variant of the suite's lab: `concurrent` is fixed when the runner starts.
+    let mut opts = lab.options().clone();
+    opts.concurrent = 2;
+    let lab2 = Lab::start_with(opts).await?;
+    let run = lab2.pipeline("concurrent").run().await?;
+    let (a, b) = (
+        job_ended(&run, "left", "success")?,
+        job_ended(&run, "right", "success")?,
+    );
+    let span = |j: &crate::lab::JobView| j.job.started_at.zip(j.job.finished_at);
+    let (Some((a0, a1)), Some((b0, b1))) = (span(&a), span(&b)) else {
+        anyhow::bail!("the mock did not record when the jobs ran");
+    };
+    // Each job sleeps 8 s: run one after the other they cannot overlap.
+    let overlap = a1.min(b1).saturating_duration_since(a0.max(b0));
+    let t0 = a0.min(b0);
+    let at = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    ensure!(
+        !overlap.is_zero(),
+        "the two jobs ran one after the other: left {:.1}–{:.1}s, right {:.1}–{:.1}s",
+        at(a0),
+        at(a1),
+        at(b0),
+        at(b1)
+    );
+    Ok(Outcome {
+        note: Some(format!("the jobs overlapped {:.1}s", overlap.as_secs_f64())),
+        // Which job gets which concurrency slot (names, build dirs) is a race.
+        snapshot: false,
+        ..outcome(run)
+    })
 }
 
 async fn no_leftovers_after_jobs(lab: &Lab) -> Result<Outcome> {

@@ -78,6 +78,8 @@ pub struct LabOptions {
     pub runner: GetOptions,
     /// How long the runner may take to register and poll for the first time.
     pub ready_timeout: Duration,
+    /// The runner's global `concurrent` (jobs at once); registration writes 1.
+    pub concurrent: u32,
 }
 
 impl LabOptions {
@@ -86,6 +88,7 @@ impl LabOptions {
             executor,
             runner: GetOptions::default(),
             ready_timeout: Duration::from_secs(90),
+            concurrent: 1,
         }
     }
 }
@@ -163,6 +166,7 @@ pub struct Lab {
     out_dir: PathBuf,
     started_in: Duration,
     register_output: String,
+    options: LabOptions,
     // Field order matters: the guard removes containers before the mock's data dir goes away.
     guard: RunGuard,
     // Stopped after the guard removed the runner and its jobs (the custom driver talks through it).
@@ -280,6 +284,28 @@ impl Lab {
             .await
             .context("gitlab-runner register")?;
         let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
+        if opts.concurrent != 1 {
+            // `concurrent` is global config, not a register flag: set it in the config volume.
+            let n = opts.concurrent;
+            let script = format!(
+                "sed -i 's/^concurrent = .*/concurrent = {n}/' /etc/gitlab-runner/config.toml && \
+                 grep -qx 'concurrent = {n}' /etc/gitlab-runner/config.toml"
+            );
+            let mut a: Vec<String> = vec![
+                "run".into(),
+                "--rm".into(),
+                "--name".into(),
+                format!("{run_id}-configure"),
+            ];
+            a.extend(labels.iter().cloned());
+            a.extend(common_run_args(&config_volume));
+            a.extend(["--entrypoint".into(), "sh".into(), mode.image.clone()]);
+            a.extend(["-c".into(), script]);
+            podman
+                .run(&a)
+                .await
+                .with_context(|| format!("setting concurrent = {n} in the runner's config.toml"))?;
+        }
 
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
         args.extend(labels.iter().cloned());
@@ -306,6 +332,7 @@ impl Lab {
             out_dir,
             started_in: Duration::ZERO,
             register_output,
+            options: opts.clone(),
             guard,
             _api: mode.api,
             _data: data,
@@ -379,6 +406,11 @@ impl Lab {
     pub fn run_id(&self) -> &str {
         &self.run_id
     }
+    /// The options this lab was started with (a case may start a variant of it).
+    pub fn options(&self) -> &LabOptions {
+        &self.options
+    }
+
     pub fn executor(&self) -> Executor {
         self.executor
     }
@@ -701,6 +733,7 @@ impl StartedPipeline<'_> {
             record,
             wall: self.started.elapsed(),
             executor: self.lab.executor,
+            out_dir: self.lab.out_dir.clone(),
         };
         run.save_traces(&self.lab.out_dir)?;
         Ok(run)
@@ -764,6 +797,8 @@ pub struct PipelineRun {
     /// From pipeline creation to its end, as the harness saw it.
     pub wall: Duration,
     pub executor: Executor,
+    /// The output directory of the lab that ran it (its traces are under `traces/`).
+    pub out_dir: PathBuf,
 }
 
 impl PipelineRun {

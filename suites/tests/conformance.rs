@@ -31,7 +31,7 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
     if let Some(f) = &outcome.finding {
         eprintln!("known finding observed: {f}");
     }
-    if let Some(run) = &outcome.run {
+    if let (Some(run), true) = (&outcome.run, outcome.snapshot) {
         for job in &run.jobs {
             let view = run.job(&job.name);
             insta::assert_snapshot!(format!("{name}.{mode}.{}", job.name), view.snapshot());
@@ -61,6 +61,7 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
 #[case::git_strategy_fetch("git-strategy-fetch")]
 #[case::predefined_variables("predefined-variables")]
 #[case::before_script_failure("before-script-failure")]
+#[case::concurrent_jobs("concurrent-jobs")]
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode(
