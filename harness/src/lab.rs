@@ -248,7 +248,8 @@ impl Lab {
         args.push(config_volume.clone());
         podman.run(&args).await?;
 
-        let one_shot = |name: &str, cmd: &[&str]| -> Vec<String> {
+        // A short-lived container of the runner image on the config volume (register, configure).
+        let one_shot = |name: &str, entrypoint: Option<&str>, cmd: &[&str]| -> Vec<String> {
             let mut a: Vec<String> = vec![
                 "run".into(),
                 "--rm".into(),
@@ -258,6 +259,9 @@ impl Lab {
             a.extend(labels.iter().cloned());
             a.extend(common_run_args(&config_volume));
             a.extend(mode.run_args.iter().cloned());
+            if let Some(e) = entrypoint {
+                a.extend(["--entrypoint".into(), e.to_owned()]);
+            }
             a.push(mode.image.clone());
             a.extend(cmd.iter().map(|s| s.to_string()));
             a
@@ -280,7 +284,7 @@ impl Lab {
         reg.extend(["--output-limit", "16384"]);
         reg.extend(mode.register_args.iter().map(String::as_str));
         let register = podman
-            .run(one_shot("register", &reg))
+            .run(one_shot("register", None, &reg))
             .await
             .context("gitlab-runner register")?;
         let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
@@ -291,18 +295,8 @@ impl Lab {
                 "sed -i 's/^concurrent = .*/concurrent = {n}/' /etc/gitlab-runner/config.toml && \
                  grep -qx 'concurrent = {n}' /etc/gitlab-runner/config.toml"
             );
-            let mut a: Vec<String> = vec![
-                "run".into(),
-                "--rm".into(),
-                "--name".into(),
-                format!("{run_id}-configure"),
-            ];
-            a.extend(labels.iter().cloned());
-            a.extend(common_run_args(&config_volume));
-            a.extend(["--entrypoint".into(), "sh".into(), mode.image.clone()]);
-            a.extend(["-c".into(), script]);
             podman
-                .run(&a)
+                .run(one_shot("configure", Some("sh"), &["-c", &script]))
                 .await
                 .with_context(|| format!("setting concurrent = {n} in the runner's config.toml"))?;
         }

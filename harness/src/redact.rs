@@ -26,8 +26,11 @@ pub fn register_secret(secret: &str) {
 
 static TOKEN_LIKE: LazyLock<Regex> = LazyLock::new(|| {
     // GitLab token prefixes (the runner masks the same ones) and basic-auth credentials in URLs.
-    Regex::new(r"(glrt-|glpat-|glcbt-|gldt-|glrtr-)[A-Za-z0-9_\-]+|(://[^:/@\s]+:)[^@\s/]+@")
-        .unwrap()
+    // The runner's log fields `token=<first chars of the job token>` (artifact uploads) count too.
+    Regex::new(
+        r"(glrt-|glpat-|glcbt-|gldt-|glrtr-|\btoken=)[A-Za-z0-9_\-]+|(://[^:/@\s]+:)[^@\s/]+@",
+    )
+    .unwrap()
 });
 
 /// Remove every registered secret and anything token-shaped from `text`.
@@ -77,7 +80,13 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
         (r"(?m)^Container \S+ disconnected from network \S+\n", ""),
         (r"(?m)^.*Failed to exec attach to container.*\n", ""),
         (r"\brunner-[A-Za-z0-9_]{9}-", "runner-[RUNNER_SHORT_TOKEN]-"),
+        // The docker executor's per-job hash in build, helper, cache and service container names.
+        (r"(concurrent-\d+)-[0-9a-f]{16}-", "$1-[HASH16]-"),
         (r"-[0-9a-f]{16}-(build|predefined|cache)\b", "-[HASH16]-$1"),
+        // Addresses Podman hands out (service aliases resolve to them) and process ids.
+        // (`getent hosts` pads the address to a column: the padding goes too.)
+        (r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}[ \t]+", "[IP] "),
+        (r"\bpid=\d+", "pid=[PID]"),
         (
             r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
             "[UUID]",
@@ -158,6 +167,19 @@ mod tests {
         assert_eq!(
             names,
             "Container runner-[RUNNER_SHORT_TOKEN]-project-1-concurrent-0-[HASH16]-build disconnected from network runner-[RUNNER_SHORT_TOKEN]-1-0-1001 (gitlab-runner-helper:19.4.0)"
+        );
+        let varying = normalize_for_snapshot(
+            "*** WARNING: Service runner-ixnqxd6dv-project-1-concurrent-0-9f42c42c162c3c40-localhost__base-0 probably didn't start properly.\n\
+             10.88.0.82      svc\n\
+             Runtime platform  arch=amd64 os=linux pid=101 revision=fc1f1862 version=19.4.0\n\
+             Uploading artifacts as \"archive\" to coordinator... 201 Created  id=1001 status=201 token=B4yfjnh7c\n",
+        );
+        assert_eq!(
+            varying,
+            "*** WARNING: Service runner-[RUNNER_SHORT_TOKEN]-project-1-concurrent-0-[HASH16]-localhost__base-0 probably didn't start properly.\n\
+             [IP] svc\n\
+             Runtime platform  arch=amd64 os=linux pid=[PID] revision=[SHORT_SHA] version=19.4.0\n\
+             Uploading artifacts as \"archive\" to coordinator... 201 Created  id=1001 status=201 token=[MASKED]\n"
         );
     }
 }
