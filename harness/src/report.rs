@@ -87,8 +87,13 @@ pub struct CrossModeDiff {
 /// Compare the outputs of each case across modes, against the first mode that ran it.
 pub fn cross_mode(outputs: &[(&str, &str, String)]) -> Vec<CrossModeDiff> {
     let mut out = Vec::new();
-    let mut names: Vec<&str> = outputs.iter().map(|o| o.0).collect();
-    names.dedup();
+    // Outputs come mode by mode: each case once, in first-seen order.
+    let mut names: Vec<&str> = Vec::new();
+    for o in outputs {
+        if !names.contains(&o.0) {
+            names.push(o.0);
+        }
+    }
     for name in names {
         let mut runs = outputs.iter().filter(|o| o.0 == name);
         let Some((_, base_mode, base)) = runs.next() else {
@@ -354,7 +359,9 @@ mod tests {
             ],
             cross_mode: cross_mode(&[
                 ("hello", "shell", "$ echo hi\nhi\nJob succeeded\n".into()),
+                ("exit-code", "shell", "exit 3\n".into()),
                 ("hello", "docker", "$ echo hi\nhi\nJob succeeded\n".into()),
+                ("exit-code", "docker", "exit 3\n".into()),
                 (
                     "hello",
                     "custom",
@@ -367,12 +374,20 @@ mod tests {
     #[test]
     fn cross_mode_compares_each_mode_with_the_first() {
         let r = sample();
-        let d: Vec<(&str, usize)> = r
+        // Suites produce outputs mode by mode; each case is compared once per other mode.
+        let d: Vec<(&str, &str, usize)> = r
             .cross_mode
             .iter()
-            .map(|d| (d.mode.as_str(), d.differing_lines))
+            .map(|d| (d.case.as_str(), d.mode.as_str(), d.differing_lines))
             .collect();
-        assert_eq!(d, [("docker", 0), ("custom", 1)]);
+        assert_eq!(
+            d,
+            [
+                ("hello", "docker", 0),
+                ("hello", "custom", 1),
+                ("exit-code", "docker", 0)
+            ]
+        );
         assert!(
             r.cross_mode[1].diff.contains("+something else"),
             "{:?}",
