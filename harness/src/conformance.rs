@@ -584,7 +584,7 @@ pub async fn environment(
         .text([
             "info",
             "--format",
-            "{{.Version.Version}}|{{.Host.Security.Rootless}}|{{.Host.OCIRuntime.Name}}|{{.Host.CgroupsVersion}}|{{.Host.Kernel}}",
+            "{{.Version.Version}}|{{.Host.Security.Rootless}}|{{.Host.OCIRuntime.Name}}|{{.Host.CgroupsVersion}}|{{.Host.Kernel}}|{{.Host.NetworkBackend}}|{{range .Host.IDMappings.UIDMap}}{{.ContainerID}}:{{.HostID}}:{{.Size}} {{end}}",
         ])
         .await?;
     let f: Vec<&str> = info.split('|').collect();
@@ -606,6 +606,9 @@ pub async fn environment(
             rootless: get(1) == "true",
             runtime: get(2),
             cgroup_version: get(3),
+            network_backend: get(5),
+            // Empty for a rootful store: no user namespace.
+            uid_map: get(6).trim().to_owned(),
         },
         kernel: get(4),
         harness_version: env!("CARGO_PKG_VERSION").into(),

@@ -49,6 +49,10 @@ pub struct PodmanEnv {
     pub rootless: bool,
     pub runtime: String,
     pub cgroup_version: String,
+    /// `netavark` or `cni` (catalogue C2: DNS and alias behaviour differ).
+    pub network_backend: String,
+    /// The store's user namespace, `container:host:size` ranges (`0:1001:1 1:100000:65536`).
+    pub uid_map: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -158,7 +162,7 @@ impl Report {
         let e = &self.environment;
         let mut s = format!(
             "# runnerlab conformance report `{}`\n\n\
-             - runner: **{}**\n- podman: {} ({}, runtime {}, cgroup {})\n- kernel: {}\n- started: {}, took {:.1}s\n\n",
+             - runner: **{}**\n- podman: {} ({}, runtime {}, cgroup {}, network {}, uid map {})\n- kernel: {}\n- started: {}, took {:.1}s\n\n",
             self.run_id,
             e.runner.describe,
             e.podman.version,
@@ -169,6 +173,12 @@ impl Report {
             },
             e.podman.runtime,
             e.podman.cgroup_version,
+            e.podman.network_backend,
+            if e.podman.uid_map.is_empty() {
+                "none"
+            } else {
+                e.podman.uid_map.as_str()
+            },
             e.kernel,
             self.started_at,
             self.duration_s,
@@ -335,6 +345,8 @@ mod tests {
                     rootless: true,
                     runtime: "runc".into(),
                     cgroup_version: "v1".into(),
+                    network_backend: "netavark".into(),
+                    uid_map: "0:1001:1 1:100000:65536".into(),
                 },
                 kernel: "6.x".into(),
                 harness_version: "0.1.0".into(),
@@ -407,6 +419,10 @@ mod tests {
         );
         assert!(md.contains("| exit-code | ✗ 2.0s |"), "{md}");
         assert!(md.contains("with compat layer 19.4.0@abc"), "{md}");
+        assert!(
+            md.contains("network netavark, uid map 0:1001:1 1:100000:65536"),
+            "{md}"
+        );
         assert!(md.contains("1 passed, 1 failed"), "{md}");
     }
 
