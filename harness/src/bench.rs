@@ -125,14 +125,6 @@ pub fn section_seconds(raw: &str) -> Vec<(String, f64)> {
     done
 }
 
-/// The job script's own time: its `step_script` section.
-pub fn script_seconds(raw: &str) -> Option<f64> {
-    section_seconds(raw)
-        .into_iter()
-        .find(|(n, _)| n == "step_script")
-        .map(|(_, s)| s)
-}
-
 async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
     let mut xs = Vec::new();
     for _ in 0..n {
@@ -185,8 +177,7 @@ async fn bench_mode(
     lopts.runner = runner_opts.clone();
     let lab = Lab::start_with(lopts).await?;
     let lab_start_warm_s = secs(lab.started_in());
-    let (mut wall, mut job_s, mut script, mut idle, mut b2b) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut wall, mut job_s, mut idle, mut b2b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let now = || {
         time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -225,9 +216,6 @@ async fn bench_mode(
             wall.push(secs(run.wall));
             job_s.push(secs(d));
             for (name, secs) in section_seconds(&job.job.trace_text()) {
-                if name == "step_script" {
-                    script.push(secs);
-                }
                 match sections.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, v)) => v.push(secs),
                     None => sections.push((name, vec![secs])),
@@ -243,7 +231,14 @@ async fn bench_mode(
     }
     let containers_per_job = started as f64 / jobs as f64;
     let wall = Stats::of(wall);
-    let script = Stats::of(script);
+    // The job script's own time is its `step_script` section.
+    let script = Stats::of(
+        sections
+            .iter()
+            .find(|(n, _)| n == "step_script")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+    );
     let overhead_p50_s = wall.p50 - if script.n > 0 { script.p50 } else { 0.0 };
     let floor_ratio = floor
         .as_ref()
@@ -367,6 +362,14 @@ impl std::fmt::Display for BenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The job script's own time, as `bench_mode` takes it: the `step_script` section.
+    fn script_seconds(raw: &str) -> Option<f64> {
+        section_seconds(raw)
+            .into_iter()
+            .find(|(n, _)| n == "step_script")
+            .map(|(_, s)| s)
+    }
 
     #[test]
     fn script_time_comes_from_the_step_script_section_lines() {

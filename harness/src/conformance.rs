@@ -283,12 +283,7 @@ async fn hello(lab: &Lab) -> Result<Outcome> {
         "the runner's CRC32 does not match the trace mock-gitlab stored ({:?})",
         job.checksum_ok()
     );
-    Ok(Outcome {
-        run: Some(run),
-        note: None,
-        finding: None,
-        snapshot: true,
-    })
+    Ok(outcome(run))
 }
 
 async fn exit_code(lab: &Lab) -> Result<Outcome> {
@@ -313,12 +308,7 @@ async fn exit_code(lab: &Lab) -> Result<Outcome> {
         "trace lacks the job failure line with exit 3; trace:\n{trace}"
     );
     ensure!(job.checksum_ok() == Some(true), "trace checksum mismatch");
-    Ok(Outcome {
-        run: Some(run),
-        note: None,
-        finding: None,
-        snapshot: true,
-    })
+    Ok(outcome(run))
 }
 
 async fn job_timeout(lab: &Lab) -> Result<Outcome> {
@@ -377,12 +367,7 @@ async fn config_survives_restart(lab: &Lab) -> Result<Outcome> {
         "job after restart: {}",
         run.job("hello").status()
     );
-    Ok(Outcome {
-        run: Some(run),
-        note: None,
-        finding: None,
-        snapshot: true,
-    })
+    Ok(outcome(run))
 }
 
 /// Options of a conformance run.

@@ -154,7 +154,6 @@ impl Drop for RunGuard {
 /// A running lab. Drop it (or call [`Lab::shutdown`]) to remove everything it created.
 pub struct Lab {
     run_id: String,
-    executor: Executor,
     podman: Podman,
     mock: MockGitlab,
     runner: ForgedRunner,
@@ -314,7 +313,6 @@ impl Lab {
 
         let lab = Lab {
             run_id,
-            executor: opts.executor,
             podman,
             mock,
             runner,
@@ -406,7 +404,7 @@ impl Lab {
     }
 
     pub fn executor(&self) -> Executor {
-        self.executor
+        self.options.executor
     }
     pub fn mock(&self) -> &MockGitlab {
         &self.mock
@@ -726,10 +724,10 @@ impl StartedPipeline<'_> {
             jobs: record.jobs.clone(),
             record,
             wall: self.started.elapsed(),
-            executor: self.lab.executor,
+            executor: self.lab.executor(),
             out_dir: self.lab.out_dir.clone(),
         };
-        run.save_traces(&self.lab.out_dir)?;
+        run.save_traces()?;
         Ok(run)
     }
 }
@@ -819,9 +817,9 @@ impl PipelineRun {
             .join(format!("{job}.{}.log", self.executor))
     }
 
-    fn save_traces(&self, out: &Path) -> Result<()> {
+    fn save_traces(&self) -> Result<()> {
         for j in &self.jobs {
-            let p = self.trace_path(out, &j.name);
+            let p = self.trace_path(&self.out_dir, &j.name);
             paths::write_atomic(&p, JobView { job: j }.trace().as_bytes())?;
         }
         Ok(())
@@ -854,8 +852,8 @@ impl JobView<'_> {
     }
     /// The trace ready for a snapshot: [`JobView::trace`] with run-specific values replaced.
     ///
-    /// A trace over 64 KiB is summarised (size, line count, head and tail): a snapshot is
-    /// reviewed by people, and megabytes of generated lines say nothing a summary does not.
+    /// A trace over 64 KiB is summarised (head and tail, long lines cut): a snapshot is reviewed
+    /// by people, and megabytes of generated lines say nothing a summary does not.
     pub fn snapshot(&self) -> String {
         const LIMIT: usize = 64 * 1024;
         let text = redact::normalize_for_snapshot(&self.trace());
