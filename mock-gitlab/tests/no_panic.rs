@@ -74,6 +74,16 @@ proptest! {
     }
 }
 
+/// Found by the fuzz above in CI: a complex key holding newlines was quoted
+/// verbatim, splitting one diagnostic over several lines.
+#[test]
+fn a_diagnostic_quoting_a_multi_line_key_stays_on_one_line() {
+    let e = parse_config("? \"---\n\n\"", "ci.yml").unwrap_err();
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), e.diagnostics.len(), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("ci.yml:")), "{text}");
+}
+
 #[test]
 fn nasty_inputs() {
     let nasty: Vec<String> = vec![

@@ -25,14 +25,25 @@ impl Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Messages quote the user's YAML (keys may hold newlines); one
+        // diagnostic must stay one line so editors and greps can jump to it.
+        let message = one_line(&self.message);
         match self.pos {
-            Some(p) => write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, self.message)?,
-            None => write!(f, "{}: {}", self.file, self.message)?,
+            Some(p) => write!(f, "{}:{}:{}: {message}", self.file, p.line, p.column)?,
+            None => write!(f, "{}: {message}", self.file)?,
         }
         if let Some(h) = &self.hint {
-            write!(f, " ({h})")?;
+            write!(f, " ({})", one_line(h))?;
         }
         Ok(())
+    }
+}
+
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
     }
 }
 
