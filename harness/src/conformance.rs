@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 
-use crate::lab::{Executor, Lab, PipelineRun};
+use crate::forge::pinp::{ARCHIVE_IN_JOB, PinpImages};
+use crate::lab::{Executor, Lab, PipelineRun, RunnerExtras};
 
 /// What a case produced.
 #[derive(Debug)]
@@ -243,6 +244,14 @@ pub fn cases() -> Vec<Case> {
             modes: ALL,
             known: &[],
             run: |lab| Box::pin(no_leftovers_after_jobs(lab)),
+        },
+        Case {
+            name: "podman-build",
+            about: "a job runs `podman build` (multi-stage, Go builder) and `podman run` of the result, \
+                    unprivileged, with a rootless podman inside rootless Podman",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(podman_build(lab)),
         },
     ]
 }
@@ -1105,4 +1114,131 @@ async fn no_leftovers_after_jobs(lab: &Lab) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(outcome(run))
+}
+
+/// What the runner needs so that its jobs can run `podman build`, per mode, and the same as one
+/// line for the report. Never `--privileged`: the inner podman runs rootless (no CAP_SYS_ADMIN).
+/// - `unmask=/proc/*`: without it every RUN step fails to mount /proc (the outer runtime masks
+///   /proc paths, and a rootless podman may only mount a proc that is fully visible);
+/// - a tmpfs on `/var/lib/containers`: the inner store cannot use native overlay on the outer
+///   overlayfs, and fuse-overlayfs would need /dev/fuse (0600 root on the host). A tmpfs goes with
+///   the container, so nothing outlives the job unlabelled (an anonymous volume would);
+/// - the builder archive, bind-mounted read-only (no registry; see `forge::pinp::ensure_archive`).
+fn pinp_extras(mode: Executor, pinp: &PinpImages) -> (RunnerExtras, String) {
+    let archive = format!("{}:{ARCHIVE_IN_JOB}:ro", pinp.archive.display());
+    match mode {
+        Executor::Shell => (
+            RunnerExtras {
+                image: Some(pinp.shell_runner.clone()),
+                run_args: vec![
+                    "--security-opt".into(),
+                    "unmask=/proc/*".into(),
+                    // The jobs' user (gitlab-runner) keeps its store there too.
+                    "--tmpfs".into(),
+                    "/var/lib/containers:rw,mode=1777".into(),
+                    "-v".into(),
+                    archive,
+                ],
+                register_args: vec![],
+            },
+            "runner container (image gitlab-runner-pinp): --security-opt unmask=/proc/*, \
+             --tmpfs /var/lib/containers:rw,mode=1777, archive -v …:ro; no --privileged, no devices, \
+             no cap_add"
+                .into(),
+        ),
+        Executor::Docker => (
+            RunnerExtras {
+                register_args: vec![
+                    "--docker-security-opt".into(),
+                    "unmask=/proc/*".into(),
+                    // A `key:value` pair (the help's "json object" ends up as a literal key).
+                    "--docker-tmpfs".into(),
+                    "/var/lib/containers:rw".into(),
+                    "--docker-volumes".into(),
+                    archive,
+                ],
+                ..RunnerExtras::default()
+            },
+            "[runners.docker] security_opt = [\"unmask=/proc/*\"], tmpfs = {\"/var/lib/containers\" = \"rw\"}, \
+             volumes += archive:ro; privileged = false, no devices, no cap_add"
+                .into(),
+        ),
+        Executor::Custom => (
+            RunnerExtras {
+                // The driver appends PODMAN_RUN_ARGS (split on whitespace) to the job container's flags.
+                run_args: vec![
+                    "-e".into(),
+                    format!(
+                        "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* \
+                         --tmpfs=/var/lib/containers:rw --volume={archive}"
+                    ),
+                ],
+                ..RunnerExtras::default()
+            },
+            "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw \
+             --volume=archive:ro; no --privileged, no devices, no cap_add"
+                .into(),
+        ),
+    }
+}
+
+async fn podman_build(lab: &Lab) -> Result<Outcome> {
+    let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
+    // A variant of the suite's lab: the runner's container and registration carry the flags.
+    let (extras, flags) = pinp_extras(lab.executor(), &pinp);
+    let mut opts = lab.options().clone();
+    opts.extras = extras;
+    let lab2 = Lab::start_with(opts).await?;
+    let run = lab2
+        .pipeline("go-multistage")
+        .timeout(Duration::from_secs(300))
+        .run()
+        .await?;
+    let job = job_ended(&run, "podman-build", "success")?;
+    let trace = job.trace();
+    // `rootless: {{…}}` in the echoed command never reads `rootless: true`: only podman's answer does.
+    ensure_trace_has(
+        &trace,
+        &[
+            "rootless: true",
+            "COMMIT playground:testing",
+            "Successfully tagged localhost/playground:testing",
+            "hello from playground:testing, built by podman inside a job",
+        ],
+    )?;
+    let user = match lab.executor() {
+        Executor::Shell => "uid=1000(gitlab-runner)",
+        Executor::Docker | Executor::Custom => "uid=0(root)",
+    };
+    ensure!(
+        trace.lines().any(|l| l.starts_with(user)),
+        "the job did not run as {user}; trace:\n{trace}"
+    );
+    // A figure for the report, never asserted (the job prints it; snapshots see [DURATION]).
+    let took = trace.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix("inner podman build took ")?
+            .strip_suffix("ms")?
+            .parse::<u64>()
+            .ok()
+    });
+    let took = took.map_or("?".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+    let note = format!("{flags}; inner podman build {took}");
+    // Shell mode: the job's user gets no sub-ids. Given some, newuidmap fails ("write to uid_map
+    // failed: Operation not permitted") unless the runner container has CAP_SYS_ADMIN, which this
+    // case does not grant. The build works, with every file of an inner image owned by that user.
+    let finding = trace
+        .contains("Using rootless single mapping into the namespace")
+        .then(|| {
+            format!(
+                "the job's podman (user gitlab-runner in the runner container) maps a single uid: \
+                 sub-ids need newuidmap, which needs CAP_SYS_ADMIN in the runner container; with \
+                 ignore_chown_errors every file of an inner image belongs to gitlab-runner. {note}"
+            )
+        });
+    Ok(Outcome {
+        note: Some(note),
+        finding,
+        ..outcome(run)
+    })
 }

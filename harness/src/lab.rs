@@ -80,6 +80,14 @@ pub struct LabOptions {
     pub ready_timeout: Duration,
     /// The runner's global `concurrent` (jobs at once); registration writes 1.
     pub concurrent: u32,
+    /// What a case adds to the runner beyond its executor mode (image, flags, registration).
+    pub extras: RunnerExtras,
+    /// The runner's global `check_interval` in seconds; `None` keeps the runner's default (3 s),
+    /// which is also the gap between back-to-back jobs.
+    pub check_interval: Option<u32>,
+    /// A store other than the lab user's own (same user, other `--root`): images are built into it
+    /// and everything runs there. See `loopstore`.
+    pub store: Option<Podman>,
 }
 
 impl LabOptions {
@@ -89,7 +97,55 @@ impl LabOptions {
             runner: GetOptions::default(),
             ready_timeout: Duration::from_secs(90),
             concurrent: 1,
+            extras: RunnerExtras::default(),
+            check_interval: None,
+            store: None,
         }
+    }
+}
+
+/// A lab's own directory for its Podman API socket, `/run/user/<uid>/podman/<run id>/`, removed
+/// when dropped. The runner container mounts the *directory*: a bind mount of the socket file pins
+/// its inode, so a restarted service (a new socket) would be unreachable for good.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn create(user: &crate::podman::LabUser, run_id: &str, owner: &str) -> Result<SocketDir> {
+        let podman_dir = user.runtime_dir().join("podman");
+        if !podman_dir.is_dir() {
+            bail!(
+                "{} does not exist\n  fix: cargo lab setup (creates the rootless runtime dir and its podman/ folder)",
+                podman_dir.display()
+            );
+        }
+        let dir = podman_dir.join(run_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let d = SocketDir(dir);
+        // The reaper removes directories of dead owners.
+        paths::write_atomic(&d.0.join("owner"), owner.as_bytes())?;
+        if crate::podman::is_root() {
+            use std::os::unix::ffi::OsStrExt;
+            let c = std::ffi::CString::new(d.0.as_os_str().as_bytes())?;
+            // SAFETY: chown(2) on a path we just created, with a NUL-terminated string.
+            if unsafe { libc::chown(c.as_ptr(), user.uid, user.gid) } != 0 {
+                bail!(
+                    "chown {} to {}: {}",
+                    d.0.display(),
+                    user.name,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(d)
+    }
+    fn socket(&self) -> PathBuf {
+        self.0.join("podman.sock")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -125,6 +181,14 @@ impl RunGuard {
                     scrub(&String::from_utf8_lossy(&log)).as_bytes(),
                 );
             }
+            // The runner first: a runner in the middle of a job creates containers while the rest
+            // is being removed.
+            let _ = self
+                .podman
+                .std_command(["rm", "-f", "-t", "2", &ctr])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         let mut removed = self.podman.remove_run(&self.run_id)?;
         // After the runner is gone nothing recreates them.
@@ -169,7 +233,9 @@ pub struct Lab {
     // Field order matters: the guard removes containers before the mock's data dir goes away.
     guard: RunGuard,
     // Stopped after the guard removed the runner and its jobs (the custom driver talks through it).
-    _api: Option<ApiService>,
+    api: Option<ApiService>,
+    // Removed after the service stopped.
+    _socket_dir: Option<SocketDir>,
     _data: tempfile::TempDir,
 }
 
@@ -181,11 +247,18 @@ impl Lab {
 
     pub async fn start_with(opts: LabOptions) -> Result<Lab> {
         let t0 = Instant::now();
-        let podman = Podman::lab()?;
+        let podman = match &opts.store {
+            Some(p) => p.clone(),
+            None => Podman::lab()?,
+        };
         // Leftovers of killed runs go first, so that they cannot pile up across test runs.
         reaper::reap_dead(std::slice::from_ref(&podman));
         let runner = runner::get(&opts.runner).await?;
-        let images = images::ensure(&runner, &crate::forge::base::stores()?).await?;
+        let stores = match &opts.store {
+            Some(p) => vec![p.clone()],
+            None => crate::forge::base::stores()?,
+        };
+        let images = images::ensure(&runner, &stores).await?;
         let run_id = new_run_id();
         let out_dir = paths::run_output_dir(&run_id);
         std::fs::create_dir_all(&out_dir)?;
@@ -216,7 +289,7 @@ impl Lab {
         });
         redact::register_secret(&registered.token);
         let owner = owner_tag();
-        let mode = ExecutorSetup::new(
+        let mut mode = ExecutorSetup::new(
             opts.executor,
             &run_id,
             &owner,
@@ -226,6 +299,7 @@ impl Lab {
             &images,
         )
         .await?;
+        mode.extend(&opts.extras);
         if !mode.foreign_labels.is_empty() {
             let rec = reaper::RunRecord {
                 run_id: run_id.clone(),
@@ -287,17 +361,23 @@ impl Lab {
             .await
             .context("gitlab-runner register")?;
         let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
+        // Global settings are not register flags: set them in the config volume.
+        let mut global = Vec::new();
         if opts.concurrent != 1 {
-            // `concurrent` is global config, not a register flag: set it in the config volume.
-            let n = opts.concurrent;
+            global.push(("concurrent", opts.concurrent));
+        }
+        if let Some(n) = opts.check_interval {
+            global.push(("check_interval", n));
+        }
+        for (key, n) in global {
             let script = format!(
-                "sed -i 's/^concurrent = .*/concurrent = {n}/' /etc/gitlab-runner/config.toml && \
-                 grep -qx 'concurrent = {n}' /etc/gitlab-runner/config.toml"
+                "sed -i 's/^{key} = .*/{key} = {n}/' /etc/gitlab-runner/config.toml && \
+                 grep -qx '{key} = {n}' /etc/gitlab-runner/config.toml"
             );
             podman
                 .run(one_shot("configure", Some("sh"), &["-c", &script]))
                 .await
-                .with_context(|| format!("setting concurrent = {n} in the runner's config.toml"))?;
+                .with_context(|| format!("setting {key} = {n} in the runner's config.toml"))?;
         }
 
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
@@ -326,7 +406,8 @@ impl Lab {
             register_output,
             options: opts.clone(),
             guard,
-            _api: mode.api,
+            api: mode.api,
+            _socket_dir: mode.socket_dir,
             _data: data,
         };
         lab.wait_polling(opts.ready_timeout).await?;
@@ -384,6 +465,74 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
+    }
+
+    /// Wait until the runner asks for a job again after `finished` (a job's end on the mock's clock):
+    /// with `concurrent = 1` that is the sign that the job's cleanup is over.
+    pub async fn wait_asking_since(&self, finished: Instant, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let asked = self
+                .mock
+                .runners()
+                .into_iter()
+                .find(|r| r.id == self.registered.id)
+                .and_then(|r| r.last_poll);
+            if asked.is_some_and(|t| t > finished) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the runner did not ask for a job within {timeout:?} of the last job's end");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything in the store that belongs to this lab: the run's label, and the GitLab labels of
+    /// what the runner creates without ours (docker mode's cache volumes and build networks).
+    pub async fn resources(&self) -> Result<Resources> {
+        let mut labels = vec![format!("{RUN_LABEL}={}", self.run_id)];
+        labels.extend(
+            self.guard
+                .foreign
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .flat_map(|r| r.foreign_labels.clone()),
+        );
+        Ok(self.podman.inventory().await?.matching_any(&labels))
+    }
+
+    /// Host pid of the runner container's main process (`gitlab-runner run`).
+    pub async fn runner_pid(&self) -> Result<u32> {
+        let pid = self
+            .podman
+            .text(["inspect", "--format", "{{.State.Pid}}", &self.runner_ctr])
+            .await?;
+        pid.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p > 0)
+            .with_context(|| format!("runner container {} has no pid ({pid:?})", self.runner_ctr))
+    }
+
+    /// Stop the lab's Podman API service and start a new one on the same socket path, as a host
+    /// restarting `podman.service` would. Returns how long the socket was gone.
+    pub async fn restart_api(&mut self) -> Result<Duration> {
+        let old = self
+            .api
+            .take()
+            .context("this lab's mode has no Podman API service (shell mode)")?;
+        let socket = old.socket().clone();
+        let t0 = Instant::now();
+        old.stop().await?;
+        self.api = Some(ApiService::start(&self.podman, socket, Duration::from_secs(30)).await?);
+        Ok(t0.elapsed())
+    }
+
+    /// Host pid of the lab's Podman API service (docker and custom modes).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().and_then(ApiService::pid)
     }
 
     fn poll_count(&self) -> u64 {
@@ -500,6 +649,18 @@ impl Lab {
     }
 }
 
+/// What a case adds to a lab's runner beyond its executor mode, e.g. what Podman-in-Podman jobs
+/// need (`conformance`'s podman-build case). Empty by default.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerExtras {
+    /// Replaces the mode's runner image.
+    pub image: Option<String>,
+    /// More `podman run` arguments for the runner container (and its one-shot containers).
+    pub run_args: Vec<String>,
+    /// More `gitlab-runner register` arguments.
+    pub register_args: Vec<String>,
+}
+
 /// What an executor mode adds to the runner container and its registration.
 struct ExecutorSetup {
     /// The runner image to run.
@@ -512,12 +673,23 @@ struct ExecutorSetup {
     api: Option<ApiService>,
     /// Label filters for what the runner creates without our label.
     foreign_labels: Vec<String>,
+    /// Where the API service's socket lives (mounted into the runner container).
+    socket_dir: Option<SocketDir>,
 }
 
 /// Where the custom executor's Podman driver lives inside the runner image.
 const DRIVER_DIR: &str = "/opt/runnerlab/executors/podman";
 
 impl ExecutorSetup {
+    fn extend(&mut self, extras: &RunnerExtras) {
+        if let Some(image) = &extras.image {
+            self.image = image.clone();
+        }
+        self.run_args.extend(extras.run_args.iter().cloned());
+        self.register_args
+            .extend(extras.register_args.iter().cloned());
+    }
+
     async fn new(
         executor: Executor,
         run_id: &str,
@@ -534,6 +706,7 @@ impl ExecutorSetup {
                 register_args: vec![],
                 api: None,
                 foreign_labels: vec![],
+                socket_dir: None,
             }),
             Executor::Custom => {
                 let image =
@@ -543,7 +716,8 @@ impl ExecutorSetup {
                     .user()
                     .context("the custom executor needs the rootless store")?;
                 // One API service per lab, on its own socket: labs running side by side never share one.
-                let socket = user.runtime_dir().join(format!("podman/{run_id}.sock"));
+                let dir = SocketDir::create(user, run_id, owner)?;
+                let socket = dir.socket();
                 let api =
                     ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
                 let mut register_args = vec![
@@ -557,10 +731,8 @@ impl ExecutorSetup {
                     register_args.push(format!("{DRIVER_DIR}/{stage}"));
                 }
                 let env = |k: &str, v: &str| ["-e".to_owned(), format!("{k}={v}")];
-                let mut run_args = vec![
-                    "-v".to_owned(),
-                    format!("{}:/run/podman/podman.sock", socket.display()),
-                ];
+                let mut run_args =
+                    vec!["-v".to_owned(), format!("{}:/run/podman", dir.0.display())];
                 // The driver labels what it creates with the run id, so the lab's cleanup finds it.
                 run_args.extend(env("RUNNERLAB_RUN", run_id));
                 // Job containers clone from mock-gitlab on the host's loopback, like the runner.
@@ -576,13 +748,15 @@ impl ExecutorSetup {
                     register_args,
                     api: Some(api),
                     foreign_labels: vec![],
+                    socket_dir: Some(dir),
                 })
             }
             Executor::Docker => {
                 let user = podman
                     .user()
                     .context("the docker executor needs the rootless store")?;
-                let socket = user.runtime_dir().join(format!("podman/{run_id}.sock"));
+                let dir = SocketDir::create(user, run_id, owner)?;
+                let socket = dir.socket();
                 let api =
                     ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
                 let sock = socket.display().to_string();
@@ -611,8 +785,10 @@ impl ExecutorSetup {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-                // The socket at the same path inside as outside: what the config says is what exists.
-                let run_args = vec!["-v".to_owned(), format!("{sock}:{sock}")];
+                // The socket's directory at the same path inside as outside: what the config says is
+                // what exists, and a restarted service's new socket shows up in it.
+                let d = dir.0.display();
+                let run_args = vec!["-v".to_owned(), format!("{d}:{d}")];
                 // Cache volumes and per-build networks carry GitLab's labels only: the runner id is
                 // the 9 characters after the glrt- prefix.
                 let short: String = runner_token
@@ -626,6 +802,7 @@ impl ExecutorSetup {
                     register_args,
                     api: Some(api),
                     foreign_labels: vec![format!("com.gitlab.gitlab-runner.runner.id={short}")],
+                    socket_dir: Some(dir),
                 })
             }
         }

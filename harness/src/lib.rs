@@ -10,11 +10,14 @@ pub mod conformance;
 pub mod forge;
 pub mod host;
 pub mod lab;
+pub mod loopstore;
 pub mod paths;
 pub mod podman;
 pub mod reaper;
 pub mod redact;
 pub mod report;
+pub mod sampler;
 pub mod service;
+pub mod soak;
 
 pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun};

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use runnerlab::forge::runner::{GetOptions, HelperSource, Source};
 use runnerlab::lab::Executor;
-use runnerlab::{bench, conformance, forge, host, podman, reaper, redact};
+use runnerlab::{bench, conformance, forge, host, podman, reaper, redact, soak};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,48 @@ enum Cmd {
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
         executors: Vec<String>,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// Build the soak pipeline again and again per mode, sample resources, and judge whether anything
+    /// accumulates; writes target/runnerlab/soak-<run>/{soak.json,report.html,report.md,plots/}.
+    /// Exits 1 when a verdict fails.
+    Soak {
+        /// Executor modes: shell, docker, custom or all (repeatable).
+        #[arg(long = "executor", short = 'e', default_value = "all")]
+        executors: Vec<String>,
+        /// Builds per mode.
+        #[arg(long, default_value_t = 100)]
+        builds: usize,
+        /// Sampling interval of the process curves, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        interval_ms: u64,
+        /// Count the store's objects and disk use every N builds.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        store_every: usize,
+        /// Runner check_interval in seconds (also the gap between builds; the runner's default is 3).
+        #[arg(long, default_value_t = 1, value_name = "S")]
+        check_interval: u32,
+        /// Switch on the custom driver's leak (a container left behind per build): the verdicts must
+        /// catch it. Custom mode only.
+        #[arg(long)]
+        leak: bool,
+        /// Other work uses the rootless store meanwhile: judge only the lab's own processes and
+        /// objects; whole-user and whole-store curves are reported, not binding.
+        #[arg(long)]
+        shared_host: bool,
+        /// Restart the Podman API service after build N (docker and custom modes) and count the
+        /// builds lost until the runner builds again.
+        #[arg(long, value_name = "N")]
+        restart_api_after: Option<usize>,
+        /// Also run the disk-full scenario: the docker executor on a loop-mounted store of this many
+        /// MiB, builds that cache 40 MiB each until the disk is full, then `podman system prune`
+        /// and one more build (root only; `--builds 0` for the scenario alone).
+        #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "1024")]
+        disk_full: Option<u64>,
+        /// Output directory (default target/runnerlab/soak-<run>/).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -269,6 +311,52 @@ async fn real_main(cli: Cli) -> Result<bool> {
             print!("{report}");
             println!("bench.json: {}", dir.join("bench.json").display());
             Ok(true)
+        }
+        Cmd::Soak {
+            executors,
+            builds,
+            interval_ms,
+            store_every,
+            check_interval,
+            leak,
+            shared_host,
+            restart_api_after,
+            disk_full,
+            out,
+            runner,
+        } => {
+            let mut opts = soak::SoakOptions::new(parse_executors(&executors)?, builds);
+            opts.interval = std::time::Duration::from_millis(interval_ms.max(50));
+            opts.store_every = store_every.max(1);
+            opts.check_interval = check_interval;
+            opts.leak = leak;
+            opts.shared_host = shared_host;
+            opts.restart_api_after = restart_api_after;
+            opts.disk_full_mib = disk_full;
+            opts.out_dir = out;
+            opts.runner = runner.options()?;
+            let (report, dir) = soak::run(&opts).await?;
+            for v in report.failed_verdicts() {
+                let what = match (&v.known, v.binding) {
+                    (Some(_), _) => "known finding",
+                    (None, true) => "FAIL",
+                    (None, false) => "high (host shared, not binding)",
+                };
+                println!("{what} {} {}: {}", v.mode, v.metric, v.note);
+            }
+            if report.interrupted {
+                println!("soak interrupted: the report covers the builds that ran");
+            }
+            println!(
+                "soak {}: {} ({} builds, {:.0} s, sampler {:.2} % of a core)",
+                report.id,
+                if report.passed { "pass" } else { "FAIL" },
+                report.builds.len(),
+                report.wall_s,
+                report.series.overhead_pct_of_core
+            );
+            println!("report: {}", dir.join("report.html").display());
+            Ok(report.passed)
         }
         Cmd::Reap { all } => {
             let mut stores = vec![podman::Podman::lab()?];

@@ -5,6 +5,7 @@
 //! When the harness runs as root, rootless commands are run as the lab user through `setpriv`
 //! (not `runuser`, whose pid is not podman's); when it runs as an ordinary user it *is* the lab user.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -113,6 +114,8 @@ impl Store {
 #[derive(Clone, Debug)]
 pub struct Podman {
     store: Store,
+    /// Global flags for every command (`--root`/`--runroot` of a store elsewhere).
+    global: Vec<OsString>,
 }
 
 /// What a finished podman command printed.
@@ -126,18 +129,33 @@ impl Podman {
     pub fn rootful() -> Podman {
         Podman {
             store: Store::Rootful,
+            global: Vec::new(),
         }
     }
 
     pub fn rootless(user: LabUser) -> Podman {
         Podman {
             store: Store::Rootless(user),
+            global: Vec::new(),
         }
     }
 
     /// The rootless store of the configured lab user.
     pub fn lab() -> Result<Podman> {
         Ok(Podman::rootless(LabUser::lookup()?))
+    }
+
+    /// The same user's Podman with its images, containers and volumes in `graphroot`/`runroot`
+    /// instead of the configured store (a small filesystem for the disk-full scenario).
+    pub fn with_store(&self, graphroot: &std::path::Path, runroot: &std::path::Path) -> Podman {
+        let mut p = self.clone();
+        p.global = vec![
+            "--root".into(),
+            graphroot.into(),
+            "--runroot".into(),
+            runroot.into(),
+        ];
+        p
     }
 
     pub fn store(&self) -> &Store {
@@ -168,9 +186,10 @@ impl Podman {
                     format!("XDG_RUNTIME_DIR={}", u.runtime_dir().display()).into(),
                 ];
                 a.push("podman".into());
+                a.extend(self.global.iter().cloned());
                 ("setpriv".into(), a)
             }
-            _ => ("podman".into(), Vec::new()),
+            _ => ("podman".into(), self.global.clone()),
         }
     }
 
@@ -387,7 +406,26 @@ impl Podman {
 
     /// Remove every container, volume and network matching a label filter, synchronously.
     pub fn remove_matching(&self, label: &str) -> Result<Resources> {
-        let found = self.matching(label)?;
+        let mut found = self.matching(label)?;
+        // A second pass removes what a dying client created while the first ran.
+        for _ in 0..2 {
+            self.remove_found(label, &found);
+            let left = self.matching(label)?;
+            if left.is_empty() {
+                return Ok(found);
+            }
+            found.containers.extend(left.containers);
+            found.volumes.extend(left.volumes);
+            found.networks.extend(left.networks);
+        }
+        let left = self.matching(label)?;
+        bail!(
+            "could not remove {} resources labelled {label}: {left}",
+            self.store.name()
+        )
+    }
+
+    fn remove_found(&self, label: &str, found: &Resources) {
         let filter = format!("label={label}");
         // Containers first: volumes and networks in use cannot be removed.
         let _ = self
@@ -409,14 +447,94 @@ impl Podman {
                 .stderr(Stdio::null())
                 .status();
         }
-        let left = self.matching(label)?;
-        if !left.is_empty() {
-            bail!(
-                "could not remove {} resources labelled {label}: {left}",
-                self.store.name()
-            );
+    }
+}
+
+/// Every container, volume and network of a store with its labels (three podman calls).
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub containers: Vec<(String, BTreeMap<String, String>)>,
+    pub volumes: Vec<(String, BTreeMap<String, String>)>,
+    pub networks: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl Inventory {
+    /// Names of what carries any of `labels` (`key=value`).
+    pub fn matching_any(&self, labels: &[String]) -> Resources {
+        let hit = |l: &BTreeMap<String, String>| {
+            labels.iter().any(|want| {
+                let (k, v) = want.split_once('=').unwrap_or((want, ""));
+                l.get(k).is_some_and(|x| v.is_empty() || x == v)
+            })
+        };
+        let pick = |v: &[(String, BTreeMap<String, String>)]| -> Vec<String> {
+            v.iter()
+                .filter(|(_, l)| hit(l))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        Resources {
+            containers: pick(&self.containers),
+            volumes: pick(&self.volumes),
+            networks: pick(&self.networks),
         }
-        Ok(found)
+    }
+}
+
+impl Podman {
+    pub async fn inventory(&self) -> Result<Inventory> {
+        fn rows(
+            json: &str,
+            name: &str,
+            labels: &str,
+        ) -> Result<Vec<(String, BTreeMap<String, String>)>> {
+            let v: Vec<serde_json::Value> = serde_json::from_str(json.trim()).or_else(|e| {
+                if json.trim().is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    Err(e)
+                }
+            })?;
+            Ok(v.iter()
+                .map(|o| {
+                    let n = match &o[name] {
+                        serde_json::Value::Array(a) => a.first().and_then(|x| x.as_str()),
+                        x => x.as_str(),
+                    }
+                    .unwrap_or_default()
+                    .to_owned();
+                    let l = o[labels]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (n, l)
+                })
+                .collect())
+        }
+        Ok(Inventory {
+            containers: rows(
+                &self.text(["ps", "-a", "--format", "json"]).await?,
+                "Names",
+                "Labels",
+            )?,
+            volumes: rows(
+                &self.text(["volume", "ls", "--format", "json"]).await?,
+                "Name",
+                "Labels",
+            )?,
+            // Podman 4 spells the network fields in lower case.
+            networks: rows(
+                &self.text(["network", "ls", "--format", "json"]).await?,
+                "name",
+                "labels",
+            )?,
+        })
     }
 }
 
@@ -431,6 +549,10 @@ pub struct Resources {
 impl Resources {
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty() && self.volumes.is_empty() && self.networks.is_empty()
+    }
+    /// Containers, volumes and networks together.
+    pub fn len(&self) -> usize {
+        self.containers.len() + self.volumes.len() + self.networks.len()
     }
 }
 
@@ -493,6 +615,37 @@ pub fn owner_alive(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inventory_matches_any_label_by_key_and_value() {
+        let l = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let inv = Inventory {
+            containers: vec![
+                ("mine".into(), l(&[("runnerlab.run", "rl-1")])),
+                ("other".into(), l(&[("runnerlab.run", "rl-2")])),
+                (
+                    "gitlab".into(),
+                    l(&[("com.gitlab.gitlab-runner.runner.id", "abc")]),
+                ),
+            ],
+            volumes: vec![("plain".into(), l(&[]))],
+            networks: vec![(
+                "net".into(),
+                l(&[("com.gitlab.gitlab-runner.runner.id", "abc")]),
+            )],
+        };
+        let r = inv.matching_any(&[
+            "runnerlab.run=rl-1".into(),
+            "com.gitlab.gitlab-runner.runner.id=abc".into(),
+        ]);
+        assert_eq!(r.containers, ["mine", "gitlab"]);
+        assert!(r.volumes.is_empty());
+        assert_eq!(r.networks, ["net"]);
+    }
 
     #[test]
     fn own_owner_tag_is_alive_and_a_bogus_one_is_not() {

@@ -103,7 +103,11 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
             }
         }
     }
+    crate::loopstore::reap(all);
     for s in stores {
+        if let Some(u) = s.user() {
+            reap_socket_dirs(u, all);
+        }
         let Ok(found) = runs(s) else { continue };
         for (run, owners) in found {
             // Alive while any of its resources names a live owner.
@@ -116,4 +120,72 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
         }
     }
     removed
+}
+
+/// Remove the per-lab API socket directories (`/run/user/<uid>/podman/rl-…/`) of dead runs: each
+/// holds an `owner` file with its run's owner tag.
+fn reap_socket_dirs(user: &crate::podman::LabUser, all: bool) {
+    let Ok(rd) = std::fs::read_dir(user.runtime_dir().join("podman")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let dir = e.path();
+        if !e.file_name().to_string_lossy().starts_with("rl-") || !dir.is_dir() {
+            continue;
+        }
+        let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
+        if all || !owner_alive(owner.trim()) {
+            // A killed harness leaves its API service running (reparented to init).
+            stop_services_in(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Stop every `podman system service` listening on a socket under `dir` (SIGTERM, then SIGKILL).
+fn stop_services_in(dir: &std::path::Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let pids: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.windows(2)
+                .any(|w| w[0] == "system" && w[1] == "service")
+                && args.iter().any(|a| a.contains(&needle))
+        })
+        .collect();
+    for (sig, wait) in [(libc::SIGTERM, 50), (libc::SIGKILL, 20)] {
+        let alive: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        for p in &alive {
+            // SAFETY: kill(2) on pids we just found serving this dead run's socket.
+            unsafe {
+                libc::kill(*p, sig);
+            }
+        }
+        // Poll (up to wait × 100 ms) until they are gone.
+        for _ in 0..wait {
+            if alive
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }

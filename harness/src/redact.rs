@@ -100,6 +100,11 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
         (r"\b[0-9a-f]{40}\b", "[SHA]"),
         (r"\bsha256:[0-9a-f]{64}\b", "sha256:[DIGEST]"),
         (r"\b[0-9a-f]{64}\b", "[DIGEST]"),
+        // `podman build` names each layer it commits by an 11-digit id (Podman 4.3; 12 in later ones).
+        (
+            r"(?m)^--> (Using cache )?[0-9a-f]{11}\b",
+            "--> $1[SHORT_ID]",
+        ),
         (r"\b[0-9a-f]{12}\b", "[SHORT_ID]"),
         (r"\b[0-9a-f]{8}\b", "[SHORT_SHA]"),
         (
@@ -184,6 +189,10 @@ mod tests {
              [IP] svc\n\
              Runtime platform  arch=amd64 os=linux pid=[PID] revision=[SHORT_SHA] version=19.4.0\n\
              Uploading artifacts as \"archive\" to coordinator... 201 Created  id=1001 status=201 token=[MASKED]\n"
+        );
+        assert_eq!(
+            normalize_for_snapshot("--> df5ae422f43\n--> 1a2ce0e6e0f2\n"),
+            "--> [SHORT_ID]\n--> [SHORT_ID]\n"
         );
     }
 }

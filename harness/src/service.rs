@@ -88,6 +88,11 @@ impl ApiService {
         }
     }
 
+    /// The service's process id (for samplers); `None` once it has been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn socket(&self) -> &PathBuf {
         &self.socket
     }

@@ -289,6 +289,7 @@ impl MockGitlab {
             version: None,
             executor: None,
             poll_count: 0,
+            last_poll: None,
             long_polls: 0,
             verify_count: 0,
             removed: false,

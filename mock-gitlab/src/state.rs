@@ -270,6 +270,9 @@ pub struct RunnerRecord {
     /// `info.executor` of the last request that carried one.
     pub executor: Option<String>,
     pub poll_count: u64,
+    /// When the last job request arrived (before any hold): a runner with
+    /// `concurrent = 1` asks again only once its previous job is cleaned up.
+    pub last_poll: Option<Instant>,
     /// Job requests that were held (long poll: `last_update` was current).
     pub long_polls: u64,
     pub verify_count: u64,

@@ -63,6 +63,7 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
 #[case::before_script_failure("before-script-failure")]
 #[case::concurrent_jobs("concurrent-jobs")]
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
+#[case::podman_build("podman-build")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode(
     #[case] name: &str,

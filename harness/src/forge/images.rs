@@ -47,7 +47,7 @@ pub async fn ensure_runner_podman(
         &refs,
         &images.runner,
         &tag,
-        runner,
+        Some(runner),
         stores,
         true,
     )
@@ -78,7 +78,7 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
         &[("gitlab-runner", &runner.runner_bin())],
         &base,
         &images.runner,
-        runner,
+        Some(runner),
         stores,
         false,
     )
@@ -88,7 +88,7 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
         &[("gitlab-runner-helper", &runner.helper_bin())],
         &base,
         &images.helper,
-        runner,
+        Some(runner),
         stores,
         false,
     )
@@ -96,12 +96,14 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
     Ok(images)
 }
 
-async fn build_one(
+/// `podman build` `context_src` (plus `binaries`, copied in) `FROM` `base` as `tag` in every store
+/// whose copy of `tag` was built from other inputs. `runner` labels images that contain it.
+pub(super) async fn build_one(
     context_src: &Path,
     binaries: &[(&str, &Path)],
     base: &str,
     tag: &str,
-    runner: &ForgedRunner,
+    runner: Option<&ForgedRunner>,
     stores: &[Podman],
     network: bool,
 ) -> Result<()> {
@@ -137,8 +139,7 @@ async fn build_one(
                 .with_context(|| format!("copying {}", b.display()))?;
         }
         open_up(ctx.path())?;
-        let label_src = format!("runnerlab.runner={}", runner.describe());
-        s.run([
+        let mut args: Vec<String> = [
             "build",
             "--quiet",
             if network {
@@ -150,13 +151,17 @@ async fn build_one(
             &format!("BASE={base}"),
             "--label",
             &format!("{INPUT_LABEL}={hash}"),
-            "--label",
-            &label_src,
-            "-t",
-            tag,
-            &ctx.path().to_string_lossy(),
-        ])
-        .await?;
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(r) = runner {
+            args.extend([
+                "--label".into(),
+                format!("runnerlab.runner={}", r.describe()),
+            ]);
+        }
+        args.extend(["-t".into(), tag.into(), ctx.path().to_string_lossy().into()]);
+        s.run(&args).await?;
     }
     if let Some(p) = progress {
         p.finish(format!("{tag} ready"));

@@ -4,9 +4,11 @@
 //! - [`base`]: the Debian base image (debootstrap → `podman import`), the root of every image.
 //! - [`runner`]: the real gitlab-runner and its helper binary (from a path, an image or the Go module).
 //! - [`images`]: the runner and helper images, `podman build FROM` the base.
+//! - [`pinp`]: the Podman-in-Podman job images and the Go builder archive jobs build from.
 
 pub mod base;
 pub mod images;
+pub mod pinp;
 pub mod runner;
 
 use std::fs::File;

@@ -48,6 +48,7 @@ pub(crate) async fn request(
             return json_message(StatusCode::FORBIDDEN, "403 Forbidden");
         };
         r.record.poll_count += 1;
+        r.record.last_poll = Some(Instant::now());
         // GitLab creates the runner manager on job requests too.
         if let Some(s) = b.system_id.as_ref().filter(|s| !s.is_empty()) {
             r.record.system_ids.insert(s.clone());

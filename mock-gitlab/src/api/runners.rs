@@ -109,6 +109,7 @@ pub(crate) async fn register(
         version: None,
         executor: None,
         poll_count: 0,
+        last_poll: None,
         long_polls: 0,
         verify_count: 0,
         removed: false,

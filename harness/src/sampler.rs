@@ -1,0 +1,602 @@
+//! Resource samplers for soak runs.
+//!
+//! - [`ProcSampler`]: a thread reading `/proc` at a fixed interval for the process groups a soak
+//!   watches among the rootless user's processes (its uid and sub-ids): the runner container's
+//!   tree, the Podman API service, conmon, slirp4netns, catatonit, and all of them. `/proc`, not `podman stats`: rootless `podman stats`
+//!   is empty on cgroup v1 hosts, and the API service and conmon are not in any container anyway.
+//! - [`store_counts`]: what the rootless Podman store holds (containers, volumes, networks, images,
+//!   dangling images) and the disk its graphroot and runroot use.
+//!
+//! The sampler measures its own CPU time, so the report can say what watching cost.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::podman::{LabUser, Podman};
+
+/// The process groups a sample reports, in report order.
+pub const GROUPS: [&str; 6] = [
+    "runner",
+    "podman-api",
+    "conmon",
+    "slirp4netns",
+    "catatonit",
+    "user",
+];
+
+/// One group's totals at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupStat {
+    pub procs: u64,
+    pub threads: u64,
+    pub rss_kib: u64,
+    pub fds: u64,
+    /// Open sockets (for the API service: its listener plus the connections it holds).
+    pub sockets: u64,
+    /// Processes that exited and were not reaped by their parent.
+    pub zombies: u64,
+    /// CPU use since the previous sample, in percent of one core.
+    pub cpu_pct: f64,
+}
+
+/// Everything sampled at one instant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the sampler started.
+    pub t_s: f64,
+    /// Builds finished when the sample was taken.
+    pub builds: u64,
+    pub groups: BTreeMap<String, GroupStat>,
+}
+
+/// Which processes are whose: set (and changed) by the soak as labs come and go.
+#[derive(Clone, Debug, Default)]
+pub struct Targets {
+    /// Host pid of the runner container's main process; its descendants count as "runner".
+    pub runner: Option<u32>,
+    /// Host pid of the Podman API service; its descendants count as "podman-api".
+    pub api: Option<u32>,
+}
+
+/// The host uids of the rootless user: its own uid and its subordinate range.
+#[derive(Clone, Debug)]
+pub struct UserIds {
+    pub uid: u32,
+    pub sub: Option<(u32, u32)>,
+}
+
+impl UserIds {
+    pub fn of(user: &LabUser) -> UserIds {
+        UserIds {
+            uid: user.uid,
+            sub: subid_range(Path::new("/etc/subuid"), &user.name),
+        }
+    }
+    fn contains(&self, uid: u32) -> bool {
+        uid == self.uid
+            || self
+                .sub
+                .is_some_and(|(start, n)| uid >= start && uid - start < n)
+    }
+}
+
+/// `name:start:count` from /etc/subuid (the first line for `name`).
+fn subid_range(file: &Path, name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
+/// One process as read from /proc.
+#[derive(Clone, Debug)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    comm: String,
+    state: char,
+    threads: u64,
+    rss_kib: u64,
+    cpu_ticks: u64,
+    fds: u64,
+    sockets: u64,
+}
+
+/// stat of a process; fds are counted later, only for processes a group watches
+/// (listing every process's fds would make the sampler cost several % of a core).
+fn read_proc(pid: u32, keep: &dyn Fn(u32) -> bool) -> Option<Proc> {
+    let base = PathBuf::from(format!("/proc/{pid}"));
+    // The owner of /proc/<pid> is the process's effective uid: one stat() decides whether the
+    // process is the user's (everything a soak watches runs as the rootless user or its sub-ids).
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&base).ok()?);
+    if !keep(uid) {
+        return None;
+    }
+    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
+    // comm may hold spaces and parentheses: it ends at the last ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // Fields after comm: state(0) ppid(1) … utime(11) stime(12) … num_threads(17) … rss(21).
+    let ppid = rest.get(1)?.parse().ok()?;
+    let cpu_ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    let threads = rest.get(17)?.parse().ok()?;
+    let rss_pages: u64 = rest.get(21)?.parse().ok()?;
+    let state = rest.first()?.chars().next().unwrap_or('?');
+    Some(Proc {
+        pid,
+        ppid,
+        uid,
+        comm,
+        state,
+        threads,
+        rss_kib: rss_pages * page_kib(),
+        cpu_ticks,
+        fds: 0,
+        sockets: 0,
+    })
+}
+
+/// Count a process's open fds and, among them, sockets.
+fn count_fds(p: &mut Proc) {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        p.fds += 1;
+        if std::fs::read_link(e.path())
+            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
+        {
+            p.sockets += 1;
+        }
+    }
+}
+
+fn page_kib() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 / 1024 } else { 4 }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn all_procs(keep: &dyn Fn(u32) -> bool) -> Vec<Proc> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| read_proc(pid, keep))
+        .collect()
+}
+
+/// Pids of `root` and all its descendants.
+fn tree(procs: &[Proc], root: u32) -> HashSet<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut out = HashSet::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if out.insert(pid) {
+            stack.extend(children.get(&pid).into_iter().flatten());
+        }
+    }
+    out
+}
+
+/// The groups each process belongs to (a process may be in several: "user" holds them all).
+fn classify(procs: &[Proc], targets: &Targets, ids: &UserIds) -> BTreeMap<u32, Vec<&'static str>> {
+    let runner = targets.runner.map(|p| tree(procs, p)).unwrap_or_default();
+    let api = targets.api.map(|p| tree(procs, p)).unwrap_or_default();
+    let mut out: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
+    for p in procs {
+        let mut g = Vec::new();
+        if runner.contains(&p.pid) {
+            g.push("runner");
+        }
+        if api.contains(&p.pid) {
+            g.push("podman-api");
+        }
+        // conmon runs as the user, outside every container; catatonit is the rootless pause process.
+        match p.comm.as_str() {
+            "conmon" => g.push("conmon"),
+            "slirp4netns" => g.push("slirp4netns"),
+            "catatonit" => g.push("catatonit"),
+            _ => {}
+        }
+        if ids.contains(p.uid) {
+            g.push("user");
+        }
+        if !g.is_empty() {
+            out.insert(p.pid, g);
+        }
+    }
+    out
+}
+
+/// Read /proc once and total the groups; CPU is the tick delta against `prev` over `dt`.
+fn take(
+    targets: &Targets,
+    ids: &UserIds,
+    prev: &mut HashMap<u32, u64>,
+    dt: Duration,
+) -> BTreeMap<String, GroupStat> {
+    let mut procs = all_procs(&|uid| ids.contains(uid));
+    let groups = classify(&procs, targets, ids);
+    for p in procs.iter_mut().filter(|p| groups.contains_key(&p.pid)) {
+        count_fds(p);
+    }
+    let mut out: BTreeMap<String, GroupStat> = GROUPS
+        .iter()
+        .map(|g| (g.to_string(), GroupStat::default()))
+        .collect();
+    let hz = clock_ticks();
+    let mut ticks_now = HashMap::new();
+    for p in &procs {
+        let Some(gs) = groups.get(&p.pid) else {
+            continue;
+        };
+        ticks_now.insert(p.pid, p.cpu_ticks);
+        // Processes born since the last sample count from zero; those that died are lost (short).
+        let delta = p
+            .cpu_ticks
+            .saturating_sub(prev.get(&p.pid).copied().unwrap_or(0));
+        let cpu_pct = if dt.is_zero() {
+            0.0
+        } else {
+            delta as f64 / hz / dt.as_secs_f64() * 100.0
+        };
+        for g in gs {
+            let s = out.entry(g.to_string()).or_default();
+            s.procs += 1;
+            s.zombies += u64::from(p.state == 'Z');
+            s.threads += p.threads;
+            s.rss_kib += p.rss_kib;
+            s.fds += p.fds;
+            s.sockets += p.sockets;
+            s.cpu_pct += cpu_pct;
+        }
+    }
+    *prev = ticks_now;
+    out
+}
+
+/// Shared between the sampling thread and the soak.
+#[derive(Default)]
+struct Shared {
+    targets: Targets,
+    builds: u64,
+    samples: Vec<Sample>,
+}
+
+/// Samples /proc every `interval` on its own thread until dropped or [`ProcSampler::finish`]ed.
+pub struct ProcSampler {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Duration>>,
+    started: Instant,
+    ids: UserIds,
+}
+
+/// What a sampler collected and what it cost.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sampled {
+    pub interval_s: f64,
+    pub samples: Vec<Sample>,
+    /// CPU time the sampling thread used, in percent of one core over the sampled wall time.
+    pub overhead_pct_of_core: f64,
+    pub wall_s: f64,
+}
+
+impl ProcSampler {
+    pub fn start(ids: UserIds, interval: Duration) -> ProcSampler {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let thread = {
+            let (shared, stop, ids) = (shared.clone(), stop.clone(), ids.clone());
+            std::thread::Builder::new()
+                .name("runnerlab-sampler".into())
+                .spawn(move || {
+                    let mut prev = HashMap::new();
+                    let mut last = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        let targets = lock(&shared).targets.clone();
+                        let now = Instant::now();
+                        let groups = take(&targets, &ids, &mut prev, now - last);
+                        last = now;
+                        {
+                            let mut s = lock(&shared);
+                            let builds = s.builds;
+                            s.samples.push(Sample {
+                                t_s: started.elapsed().as_secs_f64(),
+                                builds,
+                                groups,
+                            });
+                        }
+                        // Sleep in short steps so that finish() does not wait a whole interval.
+                        let until = now + interval;
+                        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(50).min(interval));
+                        }
+                    }
+                    thread_cpu()
+                })
+                .expect("spawning the sampler thread")
+        };
+        ProcSampler {
+            shared,
+            stop,
+            thread: Some(thread),
+            started,
+            ids,
+        }
+    }
+
+    /// Time since the sampler started: the clock of every sample.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Point the "runner" and "podman-api" groups at a new lab's processes.
+    pub fn set_targets(&self, targets: Targets) {
+        lock(&self.shared).targets = targets;
+    }
+
+    /// Count a finished build; later samples carry the new count.
+    pub fn set_builds(&self, n: u64) {
+        lock(&self.shared).builds = n;
+    }
+
+    /// One reading now, outside the series (for per-build values); CPU is not measured here.
+    pub fn reading(&self) -> BTreeMap<String, GroupStat> {
+        let targets = lock(&self.shared).targets.clone();
+        take(&targets, &self.ids, &mut HashMap::new(), Duration::ZERO)
+    }
+
+    /// Stop sampling and return the series with the sampler's own cost.
+    pub fn finish(mut self) -> Sampled {
+        self.stop.store(true, Ordering::Relaxed);
+        let cpu = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let wall = self.started.elapsed();
+        let samples = std::mem::take(&mut lock(&self.shared).samples);
+        let interval_s = if samples.len() > 1 {
+            let (a, b) = (&samples[0], &samples[samples.len() - 1]);
+            (b.t_s - a.t_s) / (samples.len() - 1) as f64
+        } else {
+            0.0
+        };
+        Sampled {
+            interval_s,
+            samples,
+            overhead_pct_of_core: cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9) * 100.0,
+            wall_s: wall.as_secs_f64(),
+        }
+    }
+}
+
+impl Drop for ProcSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// What the Podman store holds and the disk it uses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreCounts {
+    pub containers: u64,
+    pub volumes: u64,
+    /// Networks other than the default `podman` one.
+    pub networks: u64,
+    pub images: u64,
+    pub dangling_images: u64,
+    pub graphroot_kib: u64,
+    pub runroot_kib: u64,
+}
+
+/// Where a store keeps its data (asked once per soak).
+#[derive(Clone, Debug)]
+pub struct StorePaths {
+    pub graphroot: PathBuf,
+    pub runroot: PathBuf,
+}
+
+impl StorePaths {
+    pub async fn of(podman: &Podman) -> Result<StorePaths> {
+        let out = podman
+            .text([
+                "info",
+                "--format",
+                "{{.Store.GraphRoot}}\n{{.Store.RunRoot}}",
+            ])
+            .await
+            .context("asking podman info for the store's paths")?;
+        let mut l = out.lines();
+        Ok(StorePaths {
+            graphroot: PathBuf::from(l.next().unwrap_or_default().trim()),
+            runroot: PathBuf::from(l.next().unwrap_or_default().trim()),
+        })
+    }
+}
+
+/// Count the store's objects and measure its disk use.
+pub async fn store_counts(podman: &Podman, paths: &StorePaths) -> Result<StoreCounts> {
+    let lines = |s: String| s.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    let containers = lines(podman.text(["ps", "-a", "-q"]).await?);
+    let volumes = lines(podman.text(["volume", "ls", "-q"]).await?);
+    let networks = podman
+        .text(["network", "ls", "--format", "{{.Name}}"])
+        .await?
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != "podman")
+        .count() as u64;
+    let images = lines(podman.text(["images", "-q", "--no-trunc"]).await?);
+    let dangling_images = lines(
+        podman
+            .text(["images", "-q", "--no-trunc", "--filter", "dangling=true"])
+            .await?,
+    );
+    let (g, r) = (paths.graphroot.clone(), paths.runroot.clone());
+    let (graphroot_kib, runroot_kib) =
+        tokio::task::spawn_blocking(move || (disk_kib(&g), disk_kib(&r))).await?;
+    Ok(StoreCounts {
+        containers,
+        volumes,
+        networks,
+        images,
+        dangling_images,
+        graphroot_kib,
+        runroot_kib,
+    })
+}
+
+/// Allocated size of a tree (like `du -sk`), hard links counted once, mount points not crossed.
+pub fn disk_kib(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(root) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut seen = HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.dev() != dev || !seen.insert(md.ino()) {
+            continue;
+        }
+        total += md.blocks() * 512;
+        if md.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    total / 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subid_ranges_are_read_for_the_named_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("subuid");
+        std::fs::write(&f, "other:200000:65536\nrunner-user:100000:65536\n").unwrap();
+        assert_eq!(subid_range(&f, "runner-user"), Some((100000, 65536)));
+        assert_eq!(subid_range(&f, "nobody"), None);
+        let ids = UserIds {
+            uid: 1001,
+            sub: Some((100000, 65536)),
+        };
+        assert!(ids.contains(1001) && ids.contains(100000) && ids.contains(165535));
+        assert!(!ids.contains(0) && !ids.contains(165536));
+    }
+
+    #[test]
+    fn this_process_is_read_and_its_tree_found() {
+        let me = std::process::id();
+        let procs = all_procs(&|_| true);
+        let mut p = procs
+            .into_iter()
+            .find(|p| p.pid == me)
+            .expect("own /proc entry");
+        count_fds(&mut p);
+        assert!(p.threads >= 1 && p.rss_kib > 0 && p.fds > 0);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let procs = all_procs(&|_| true);
+        let t = tree(&procs, me);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(t.contains(&me) && t.contains(&child.id()));
+    }
+
+    #[test]
+    fn the_sampler_counts_its_targets_and_stops_promptly() {
+        let me = std::process::id();
+        let uid = unsafe { libc::getuid() };
+        let s = ProcSampler::start(UserIds { uid, sub: None }, Duration::from_millis(100));
+        s.set_targets(Targets {
+            runner: Some(me),
+            api: None,
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock(&s.shared).samples.len() < 3 {
+            assert!(Instant::now() < deadline, "no samples within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.set_builds(7);
+        while !lock(&s.shared).samples.iter().any(|x| x.builds == 7) {
+            assert!(
+                Instant::now() < deadline,
+                "the build count never reached a sample"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let now = s.reading();
+        assert!(now["runner"].procs >= 1 && now["user"].procs >= 1);
+        let t0 = Instant::now();
+        let out = s.finish();
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "finish waited a whole interval"
+        );
+        assert!(out.samples.len() >= 3);
+        assert!(out.samples.iter().all(|x| x.groups["runner"].rss_kib > 0));
+        assert!(out.overhead_pct_of_core >= 0.0);
+    }
+
+    #[test]
+    fn disk_use_counts_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![1u8; 64 * 1024]).unwrap();
+        let one = disk_kib(dir.path());
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        assert_eq!(disk_kib(dir.path()), one);
+        assert!(one >= 64);
+    }
+}

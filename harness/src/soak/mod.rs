@@ -1,0 +1,1069 @@
+//! Soak runs: the `soak` fixture pipeline built again and again through the real runner, one
+//! executor mode after the other, with the resource curves and the verdicts that say whether
+//! anything accumulates (the seed's "crashes every 100 builds").
+//!
+//! Per mode: start a lab, point the [`ProcSampler`] at its runner and API service, take a baseline
+//! reading, then for every build run the pipeline, wait until the runner asks for the next job
+//! (its cleanup is over), and take a per-build reading (processes every build, store counts and
+//! disk every `store_every` builds). Verdicts are fitted on the per-build readings; the 1 Hz series
+//! is the curve people look at. Output: `target/runnerlab/soak-<run>/` (see [`render`]).
+
+pub mod disk;
+pub mod render;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::forge::runner::GetOptions;
+use crate::lab::{Executor, Lab, LabOptions};
+use crate::podman::Podman;
+use crate::sampler::{self, GroupStat, ProcSampler, Sampled, StoreCounts, StorePaths, Targets};
+use verdict::{Rule, Verdict};
+
+/// The fixture project every build runs.
+pub const PROJECT: &str = "soak";
+/// The job variable that makes the custom driver leave a container behind on every build.
+pub const LEAK_VARIABLE: &str = "RUNNERLAB_SOAK_LEAK";
+
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    pub executors: Vec<Executor>,
+    pub builds: usize,
+    /// Sampling interval of the /proc series.
+    pub interval: Duration,
+    /// Store counts and disk use every this many builds (and at the first and last).
+    pub store_every: usize,
+    /// Turn on the custom driver's leak switch (custom mode only): the verdicts must catch it.
+    pub leak: bool,
+    pub runner: GetOptions,
+    /// Runner `check_interval` (s). The default 3 s is also the gap between back-to-back builds;
+    /// 1 s lets a 100-build soak of three modes fit in 20 minutes without changing what is built.
+    pub check_interval: u32,
+    /// Output directory; default `target/runnerlab/soak-<run>/`.
+    pub out_dir: Option<PathBuf>,
+    /// Other work uses the rootless store meanwhile (a test suite running in parallel): host-scope
+    /// verdicts are reported but do not decide the result.
+    pub shared_host: bool,
+    /// Restart the lab's Podman API service after this build (docker and custom modes): does the
+    /// runner recover, and how many builds are lost?
+    pub restart_api_after: Option<usize>,
+    /// Also run the disk-full scenario on a store of this many MiB (root only).
+    pub disk_full_mib: Option<u64>,
+}
+
+impl SoakOptions {
+    pub fn new(executors: Vec<Executor>, builds: usize) -> SoakOptions {
+        SoakOptions {
+            executors,
+            builds,
+            interval: Duration::from_secs(1),
+            store_every: 10,
+            leak: false,
+            runner: GetOptions::default(),
+            check_interval: 1,
+            out_dir: None,
+            shared_host: false,
+            restart_api_after: None,
+            disk_full_mib: None,
+        }
+    }
+}
+
+/// One build of a soak.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    pub mode: String,
+    pub n: usize,
+    /// Job status as the mock recorded it (`success`, `failed`, …) or `error` when the pipeline
+    /// did not finish (the harness's error is in `error`).
+    pub status: String,
+    pub duration_s: f64,
+    /// The runner's trace checksum matched the trace the mock assembled.
+    pub checksum_ok: bool,
+    /// sha256 of the normalised trace: equal builds have equal traces apart from run-specific lines.
+    pub trace_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The kept trace (the first, any unlike the one before, any failure), relative to the soak
+    /// directory: normalised like snapshots, secrets removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// A reading taken after build `n` (0: before the first build).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PerBuild {
+    pub n: usize,
+    /// Seconds on the sampler's clock.
+    pub t_s: f64,
+    pub groups: BTreeMap<String, GroupStat>,
+    /// What the lab owns in the store (its run label and the runner's own labels), every build.
+    pub lab: LabCounts,
+    /// The whole store, every `store_every` builds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreCounts>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabCounts {
+    pub containers: u64,
+    pub volumes: u64,
+    pub networks: u64,
+}
+
+/// One executor mode's soak.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModeSoak {
+    pub mode: String,
+    pub run_id: String,
+    pub lab_start_s: f64,
+    pub wall_s: f64,
+    pub readings: Vec<PerBuild>,
+    /// What the lab's cleanup removed after the soak (the runner container, config volume, …
+    /// and anything builds leaked).
+    pub removed_by_cleanup: usize,
+    /// Store objects more at the end than at the baseline: what builds left behind (whole store).
+    pub left_behind: StoreCounts,
+    /// The lab's own objects more at the end than at the baseline.
+    pub lab_left_behind: LabCounts,
+    /// What carried this run's label after cleanup: must be nothing.
+    pub leftovers_after_cleanup: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_restart: Option<ApiRestart>,
+}
+
+/// The Podman API service restarted in the middle of a soak.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiRestart {
+    pub after_build: usize,
+    /// How long the socket was gone.
+    pub socket_gone_s: f64,
+    /// Builds after the restart that did not succeed.
+    pub lost_builds: usize,
+    /// The first build after the restart that succeeded, if any.
+    pub first_good_build: Option<usize>,
+}
+
+/// `soak.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SoakReport {
+    pub schema: String,
+    pub id: String,
+    pub started: String,
+    pub builds_per_mode: usize,
+    pub leak_switch: bool,
+    /// The disk-full scenario, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_full: Option<disk::DiskFull>,
+    /// Stopped by Ctrl-C before all builds ran (never a pass).
+    #[serde(default)]
+    pub interrupted: bool,
+    pub check_interval_s: u32,
+    pub builds: Vec<Build>,
+    pub modes: Vec<ModeSoak>,
+    pub series: Sampled,
+    /// The mode each sample belongs to (`series.samples[i]` ↔ `series_mode[i]`).
+    pub series_mode: Vec<String>,
+    pub verdicts: Vec<Verdict>,
+    pub passed: bool,
+    pub wall_s: f64,
+}
+
+impl SoakReport {
+    pub fn failed_verdicts(&self) -> impl Iterator<Item = &Verdict> {
+        self.verdicts.iter().filter(|v| !v.pass)
+    }
+}
+
+/// Whose resources a metric measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The lab's own processes and store objects: other work on the host does not move them.
+    Lab,
+    /// The rootless user and its whole store: binding only when the soak has the host to itself.
+    Host,
+}
+
+/// Ctrl-C, caught once for the whole soak.
+pub struct Interrupt {
+    hit: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Interrupt {
+    fn listen() -> std::sync::Arc<Interrupt> {
+        let i = std::sync::Arc::new(Interrupt {
+            hit: false.into(),
+            notify: tokio::sync::Notify::new(),
+        });
+        let weak = std::sync::Arc::downgrade(&i);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok()
+                && let Some(i) = weak.upgrade()
+            {
+                i.hit.store(true, std::sync::atomic::Ordering::SeqCst);
+                i.notify.notify_waiters();
+            }
+        });
+        i
+    }
+    fn is_set(&self) -> bool {
+        self.hit.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    async fn wait(&self) {
+        let n = self.notify.notified();
+        if !self.is_set() {
+            n.await;
+        }
+    }
+}
+
+/// A metric taken from a per-build reading.
+pub struct Metric {
+    pub rule: Rule,
+    pub scope: Scope,
+    /// `None` when the reading has no value (store counts are taken every few builds).
+    pub get: fn(&PerBuild) -> Option<f64>,
+    /// Modes the metric means something in.
+    pub modes: &'static [Executor],
+}
+
+fn g(r: &PerBuild, group: &str, f: fn(&GroupStat) -> u64) -> Option<f64> {
+    r.groups.get(group).map(|s| f(s) as f64)
+}
+
+const ALL: &[Executor] = &Executor::ALL;
+const API: &[Executor] = &[Executor::Docker, Executor::Custom];
+
+/// What is judged. Thresholds: small enough that one leaked object per build fails clearly, large
+/// enough that a Go heap settling or page-cache noise over 100 builds does not.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        rule: Rule {
+            metric: "runner.rss",
+            unit: "KiB",
+            threshold: 64.0,
+            min_points: 30,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "runner", |s| s.rss_kib),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "runner.fds",
+            unit: "fds",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "runner", |s| s.fds),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "runner.threads",
+            unit: "threads",
+            threshold: 0.05,
+            // Go's runtime adds threads as blocking calls need them: a long run tells.
+            min_points: 30,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "runner", |s| s.threads),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "podman-api.rss",
+            unit: "KiB",
+            threshold: 128.0,
+            min_points: 30,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "podman-api", |s| s.rss_kib),
+        modes: API,
+    },
+    Metric {
+        rule: Rule {
+            metric: "podman-api.sockets",
+            unit: "sockets",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "podman-api", |s| s.sockets),
+        modes: API,
+    },
+    Metric {
+        rule: Rule {
+            metric: "podman-api.zombies",
+            unit: "zombies",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| g(r, "podman-api", |s| s.zombies),
+        modes: API,
+    },
+    Metric {
+        rule: Rule {
+            metric: "user.procs",
+            unit: "processes",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| g(r, "user", |s| s.procs),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "user.rss",
+            unit: "KiB",
+            threshold: 256.0,
+            min_points: 30,
+        },
+        scope: Scope::Host,
+        get: |r| g(r, "user", |s| s.rss_kib),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "conmon.procs",
+            unit: "processes",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| g(r, "conmon", |s| s.procs),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "user.zombies",
+            unit: "zombies",
+            threshold: 0.05,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| g(r, "user", |s| s.zombies),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "lab.containers",
+            unit: "containers",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| Some(r.lab.containers as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "lab.volumes",
+            unit: "volumes",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| Some(r.lab.volumes as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "lab.networks",
+            unit: "networks",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Lab,
+        get: |r| Some(r.lab.networks as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "store.containers",
+            unit: "containers",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| r.store.as_ref().map(|s| s.containers as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "store.volumes",
+            unit: "volumes",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| r.store.as_ref().map(|s| s.volumes as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "store.networks",
+            unit: "networks",
+            threshold: 0.02,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| r.store.as_ref().map(|s| s.networks as f64),
+        modes: ALL,
+    },
+    Metric {
+        rule: Rule {
+            metric: "store.graphroot",
+            unit: "KiB",
+            threshold: 512.0,
+            min_points: 3,
+        },
+        scope: Scope::Host,
+        get: |r| r.store.as_ref().map(|s| s.graphroot_kib as f64),
+        modes: ALL,
+    },
+];
+
+/// A growth this Podman/runner combination is known to show: reported as a known finding with its
+/// explanation instead of failing the soak (and flagged when it stops reproducing).
+pub struct KnownGrowth {
+    pub mode: Executor,
+    pub metric: &'static str,
+    pub why: &'static str,
+}
+
+const SLIRP_ZOMBIES: &str = "Podman 4.3.1's API service never waits for the slirp4netns of containers \
+    on the default rootless network (the docker executor's helper containers): six zombies per build here, \
+    until the service restarts (podman #9777). They count against the user's process limit; restart the \
+    service now and then, or use pasta (Podman ≥ 4.4)";
+const EXEC_CONMONS: &str = "every `podman exec` through the API leaves its conmon for 5 minutes \
+    (containers.conf `exit_command_delay`, podman #15377/#16431): about 12 per custom-executor build here, \
+    ~1.5 MiB each; bounded by the builds of the last 5 minutes (the curve flattens after ~95 builds at 3 s \
+    each). Lower `exit_command_delay` where builds are frequent";
+
+pub const KNOWN: &[KnownGrowth] = &[
+    KnownGrowth {
+        mode: Executor::Docker,
+        metric: "podman-api.zombies",
+        why: SLIRP_ZOMBIES,
+    },
+    KnownGrowth {
+        mode: Executor::Docker,
+        metric: "user.zombies",
+        why: SLIRP_ZOMBIES,
+    },
+    KnownGrowth {
+        mode: Executor::Docker,
+        metric: "user.procs",
+        why: SLIRP_ZOMBIES,
+    },
+    KnownGrowth {
+        mode: Executor::Custom,
+        metric: "conmon.procs",
+        why: EXEC_CONMONS,
+    },
+    KnownGrowth {
+        mode: Executor::Custom,
+        metric: "user.procs",
+        why: EXEC_CONMONS,
+    },
+    KnownGrowth {
+        mode: Executor::Custom,
+        metric: "user.rss",
+        why: EXEC_CONMONS,
+    },
+];
+
+/// Build-duration drift: the median of the last fifth of the builds against the first fifth (after
+/// warm-up) may grow by this fraction. Medians, not a fitted slope: a few builds slowed by other
+/// work on the host must not read as drift.
+pub const DRIFT_LIMIT: f64 = 0.25;
+
+/// The duration verdict of one mode (successful builds only).
+fn drift_verdict(mode: &str, pts: &[(f64, f64)]) -> Verdict {
+    let pts = &pts[verdict::warm_up(pts.len()).min(pts.len())..];
+    let fifth = pts.len() / 5;
+    let mut v = count_verdict(mode, "build.duration", "s", 0.0, String::new());
+    v.threshold_per_build = DRIFT_LIMIT;
+    if fifth < 2 {
+        v.judged = false;
+        v.note = format!("not judged: {} builds after warm-up, 10 needed", pts.len());
+        return v;
+    }
+    let median = |s: &[(f64, f64)]| crate::bench::Stats::of(s.iter().map(|p| p.1).collect()).p50;
+    let (a, b) = (&pts[..fifth], &pts[pts.len() - fifth..]);
+    let (ma, mb) = (median(a), median(b));
+    let centre = |s: &[(f64, f64)]| s.iter().map(|p| p.0).sum::<f64>() / s.len() as f64;
+    v.slope_per_build = (mb - ma) / (centre(b) - centre(a)).max(1.0);
+    v.first = ma;
+    v.last = mb;
+    let drift = (mb - ma) / ma.max(1e-9);
+    v.pass = drift <= DRIFT_LIMIT;
+    v.note = format!(
+        "median {ma:.2} s over the first fifth, {mb:.2} s over the last ({:+.0} %, limit +{:.0} %)",
+        drift * 100.0,
+        DRIFT_LIMIT * 100.0
+    );
+    v
+}
+
+/// Run a soak and write its report. Returns the report (also when verdicts fail).
+pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
+    if opts.leak && opts.executors.iter().any(|e| *e != Executor::Custom) {
+        bail!(
+            "--leak switches on a leak in the custom executor's cleanup script, which only the custom \
+             mode runs\n  fix: add `-e custom` (and no other mode) to use --leak"
+        );
+    }
+    if opts.builds == 0 && opts.disk_full_mib.is_none() {
+        bail!("--builds must be at least 1 (0 only with --disk-full)");
+    }
+    let id = crate::lab::new_run_id();
+    let out = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| crate::paths::run_output_dir(&format!("soak-{id}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let podman = Podman::lab()?;
+    let user = podman
+        .user()
+        .context("soak runs watch the rootless store; run `cargo lab setup` first")?
+        .clone();
+    let store_paths = StorePaths::of(&podman).await?;
+    let sampler = ProcSampler::start(sampler::UserIds::of(&user), opts.interval);
+    let t0 = Instant::now();
+    let started = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut builds = Vec::new();
+    let mut modes = Vec::new();
+    let mut mode_bounds: Vec<(String, f64)> = Vec::new();
+    let mut total_done = 0u64;
+    let interrupt = Interrupt::listen();
+    // `--builds 0`: the disk-full scenario alone.
+    let soak_modes: &[Executor] = if opts.builds == 0 {
+        &[]
+    } else {
+        &opts.executors
+    };
+    for &mode in soak_modes {
+        if interrupt.is_set() {
+            break;
+        }
+        mode_bounds.push((mode.to_string(), t0.elapsed().as_secs_f64()));
+        let m = soak_mode(
+            opts,
+            mode,
+            &podman,
+            &store_paths,
+            &sampler,
+            &out,
+            &mut builds,
+            &mut total_done,
+            &interrupt,
+        )
+        .await
+        .with_context(|| format!("soak of the {mode} mode"))?;
+        modes.push(m);
+    }
+    let disk_full = match opts.disk_full_mib {
+        Some(size) if !interrupt.is_set() => Some({
+            mode_bounds.push(("disk-full".into(), t0.elapsed().as_secs_f64()));
+            sampler.set_targets(Targets::default());
+            disk::run(&opts.runner, size, 20)
+                .await
+                .context("the disk-full scenario")?
+        }),
+        _ => None,
+    };
+    let series = sampler.finish();
+    // Each sample belongs to the mode that was running when it was taken.
+    let series_mode = series
+        .samples
+        .iter()
+        .map(|s| {
+            mode_bounds
+                .iter()
+                .rev()
+                .find(|(_, t)| *t <= s.t_s)
+                .map(|(m, _)| m.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let interrupted = interrupt.is_set();
+    let mut verdicts = judge_all(&modes, &builds, opts.shared_host);
+    apply_known(&mut verdicts);
+    if let Some(d) = &disk_full {
+        let mut v = count_verdict(
+            "docker",
+            "disk_full.recovered",
+            "builds",
+            0.0,
+            match (d.first_symptom, &d.after_prune) {
+                (Some(n), Some(a)) => format!(
+                    "a {} MiB store showed a full disk at build {n}; `{}` freed {:.0} MiB; the next build: {}",
+                    d.size_mib, d.prune_command, d.freed_mib, a.status
+                ),
+                _ => format!(
+                    "a {} MiB store never filled in {} builds",
+                    d.size_mib,
+                    d.builds.len()
+                ),
+            },
+        );
+        v.pass = d.recovered && d.first_symptom.is_some();
+        verdicts.push(v);
+    }
+    let passed = !interrupted
+        && verdicts
+            .iter()
+            .all(|v| v.pass || !v.binding || v.known.is_some())
+        && builds
+            .iter()
+            .all(|b| b.status == "success" && b.checksum_ok)
+        && modes.iter().all(|m| m.leftovers_after_cleanup == 0);
+    let report = SoakReport {
+        schema: "runnerlab.soak/1".into(),
+        id,
+        started,
+        builds_per_mode: opts.builds,
+        leak_switch: opts.leak,
+        interrupted,
+        disk_full,
+        check_interval_s: opts.check_interval,
+        builds,
+        modes,
+        series,
+        series_mode,
+        verdicts,
+        passed,
+        wall_s: t0.elapsed().as_secs_f64(),
+    };
+    render::write_all(&report, &out)?;
+    Ok((report, out))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn soak_mode(
+    opts: &SoakOptions,
+    mode: Executor,
+    podman: &Podman,
+    store_paths: &StorePaths,
+    sampler: &ProcSampler,
+    out: &std::path::Path,
+    builds: &mut Vec<Build>,
+    total_done: &mut u64,
+    interrupt: &Interrupt,
+) -> Result<ModeSoak> {
+    let t_mode = Instant::now();
+    let mut lopts = LabOptions::new(mode);
+    lopts.runner = opts.runner.clone();
+    lopts.check_interval = Some(opts.check_interval);
+    eprintln!("runnerlab soak: {mode}: starting a lab");
+    let mut lab = Lab::start_with(lopts).await?;
+    let lab_start_s = lab.started_in().as_secs_f64();
+    sampler.set_targets(Targets {
+        runner: Some(lab.runner_pid().await?),
+        api: lab.api_pid(),
+    });
+    let baseline_store = sampler::store_counts(podman, store_paths).await?;
+    let mut readings = vec![reading(&lab, sampler, 0, Some(baseline_store.clone())).await?];
+    let mut last_store = baseline_store.clone();
+    let mut after_first = baseline_store.clone();
+    let mut consecutive_errors = 0;
+    let mut api_restart = None;
+    for n in 1..=opts.builds {
+        let mut p = lab.pipeline(PROJECT).timeout(Duration::from_secs(300));
+        if opts.leak {
+            p = p.variable(mock_gitlab::Variable {
+                key: LEAK_VARIABLE.into(),
+                value: "1".into(),
+                ..Default::default()
+            });
+        }
+        let started = Instant::now();
+        // Ctrl-C ends the soak after cleaning up and writing the report of what ran.
+        let res = tokio::select! {
+            r = p.run() => Some(r),
+            _ = interrupt.wait() => None,
+        };
+        let Some(res) = res else {
+            eprintln!("runnerlab soak: interrupted; cleaning up and writing the report");
+            break;
+        };
+        let build = match res {
+            Ok(run) => {
+                consecutive_errors = 0;
+                let job = run.jobs.first().context("the soak pipeline has no job")?;
+                let view = crate::lab::JobView { job };
+                // Builds differ by their job id only (container names, CI_JOB_ID): equal builds
+                // hash equal.
+                let trace = crate::redact::normalize_for_snapshot(&view.trace());
+                let trace = regex::Regex::new(&format!(r"\b{}\b", job.id))
+                    .map(|re| re.replace_all(&trace, "[JOB_ID]").into_owned())
+                    .unwrap_or(trace);
+                let status = view.status();
+                let sha = hex::encode(sha2::Sha256::digest(trace.as_bytes()));
+                // Kept: the first trace, every trace unlike the one before, every failure.
+                let differs = builds
+                    .last()
+                    .is_none_or(|b: &Build| b.mode != mode.to_string() || b.trace_sha256 != sha);
+                let kept = if status != "success" || differs {
+                    let rel = format!("traces/{mode}-{n}.log");
+                    crate::paths::write_atomic(&out.join(&rel), trace.as_bytes())?;
+                    Some(rel)
+                } else {
+                    None
+                };
+                if let Some(f) = job.finished_at {
+                    lab.wait_asking_since(f, Duration::from_secs(120)).await?;
+                }
+                Build {
+                    mode: mode.to_string(),
+                    n,
+                    status,
+                    duration_s: view.duration().unwrap_or(run.wall).as_secs_f64(),
+                    checksum_ok: view.checksum_ok().unwrap_or(false),
+                    trace_sha256: sha,
+                    error: None,
+                    trace: kept,
+                }
+            }
+            Err(e) => {
+                consecutive_errors += 1;
+                Build {
+                    mode: mode.to_string(),
+                    n,
+                    status: "error".into(),
+                    duration_s: started.elapsed().as_secs_f64(),
+                    checksum_ok: false,
+                    trace_sha256: String::new(),
+                    error: Some(format!("{e:#}")),
+                    trace: None,
+                }
+            }
+        };
+        *total_done += 1;
+        sampler.set_builds(*total_done);
+        eprintln!(
+            "runnerlab soak: {mode} {n}/{}: {} in {:.1} s{}",
+            opts.builds,
+            build.status,
+            build.duration_s,
+            build
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+        builds.push(build);
+        let store = if n % opts.store_every.max(1) == 0 || n == opts.builds || n == 1 {
+            let s = sampler::store_counts(podman, store_paths).await?;
+            if n == 1 {
+                after_first = s.clone();
+            }
+            last_store = s.clone();
+            Some(s)
+        } else {
+            None
+        };
+        readings.push(reading(&lab, sampler, n, store).await?);
+        if opts.restart_api_after == Some(n) && mode != Executor::Shell {
+            let gone = lab.restart_api().await?;
+            sampler.set_targets(Targets {
+                runner: Some(lab.runner_pid().await?),
+                api: lab.api_pid(),
+            });
+            eprintln!(
+                "runnerlab soak: {mode}: restarted the Podman API service after build {n} (socket gone {:.1} s)",
+                gone.as_secs_f64()
+            );
+            api_restart = Some(ApiRestart {
+                after_build: n,
+                socket_gone_s: gone.as_secs_f64(),
+                lost_builds: 0,
+                first_good_build: None,
+            });
+        }
+        if consecutive_errors >= 3 {
+            eprintln!(
+                "runnerlab soak: {mode}: 3 builds in a row did not finish; stopping this mode"
+            );
+            break;
+        }
+    }
+    // Against the reading after the first build: that build creates state meant to persist
+    // (the cache volume of the slot); what grows after it is left behind.
+    if let Some(r) = api_restart.as_mut() {
+        let after: Vec<&Build> = builds
+            .iter()
+            .filter(|b| b.mode == mode.to_string() && b.n > r.after_build)
+            .collect();
+        r.first_good_build = after.iter().find(|b| b.status == "success").map(|b| b.n);
+        r.lost_builds = after.iter().take_while(|b| b.status != "success").count();
+    }
+    let lab_left_behind = {
+        let (a, b) = (
+            &readings[1.min(readings.len() - 1)].lab,
+            &readings[readings.len() - 1].lab,
+        );
+        LabCounts {
+            containers: b.containers.saturating_sub(a.containers),
+            volumes: b.volumes.saturating_sub(a.volumes),
+            networks: b.networks.saturating_sub(a.networks),
+        }
+    };
+    let run_id = lab.run_id().to_owned();
+    sampler.set_targets(Targets::default());
+    let removed = lab.shutdown().await?;
+    let leftovers = podman.labelled(Some(&run_id))?;
+    Ok(ModeSoak {
+        mode: mode.to_string(),
+        run_id,
+        lab_start_s,
+        wall_s: t_mode.elapsed().as_secs_f64(),
+        readings,
+        removed_by_cleanup: removed.len(),
+        left_behind: StoreCounts {
+            containers: last_store.containers.saturating_sub(after_first.containers),
+            volumes: last_store.volumes.saturating_sub(after_first.volumes),
+            networks: last_store.networks.saturating_sub(after_first.networks),
+            images: last_store.images.saturating_sub(after_first.images),
+            dangling_images: last_store
+                .dangling_images
+                .saturating_sub(after_first.dangling_images),
+            graphroot_kib: last_store
+                .graphroot_kib
+                .saturating_sub(after_first.graphroot_kib),
+            runroot_kib: last_store
+                .runroot_kib
+                .saturating_sub(after_first.runroot_kib),
+        },
+        lab_left_behind,
+        leftovers_after_cleanup: leftovers.len(),
+        api_restart,
+    })
+}
+
+/// A per-build reading: processes now, the lab's own objects, and `store` when it was counted.
+async fn reading(
+    lab: &Lab,
+    sampler: &ProcSampler,
+    n: usize,
+    store: Option<StoreCounts>,
+) -> Result<PerBuild> {
+    let mine = lab.resources().await?;
+    Ok(PerBuild {
+        n,
+        t_s: sampler.elapsed().as_secs_f64(),
+        groups: sampler.reading(),
+        lab: LabCounts {
+            containers: mine.containers.len() as u64,
+            volumes: mine.volumes.len() as u64,
+            networks: mine.networks.len() as u64,
+        },
+        store,
+    })
+}
+
+/// All verdicts: per mode, every metric that applies, the duration drift, failed builds and what
+/// builds left in the store.
+pub fn judge_all(modes: &[ModeSoak], builds: &[Build], shared_host: bool) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let scoped = |mut v: Verdict, scope: Scope| {
+        v.scope = match scope {
+            Scope::Lab => "lab",
+            Scope::Host => "host",
+        }
+        .into();
+        v.binding = scope == Scope::Lab || !shared_host;
+        v
+    };
+    for m in modes {
+        let mode: Executor = match m.mode.parse() {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        for metric in METRICS.iter().filter(|x| x.modes.contains(&mode)) {
+            let pts: Vec<(f64, f64)> = m
+                .readings
+                .iter()
+                .filter_map(|r| (metric.get)(r).map(|v| (r.n as f64, v)))
+                .collect();
+            out.push(scoped(
+                verdict::judge(&m.mode, &metric.rule, &pts),
+                metric.scope,
+            ));
+        }
+        let mine: Vec<&Build> = builds.iter().filter(|b| b.mode == m.mode).collect();
+        let pts: Vec<(f64, f64)> = mine
+            .iter()
+            .filter(|b| b.status == "success")
+            .map(|b| (b.n as f64, b.duration_s))
+            .collect();
+        // Durations stretch when other work shares the two cores.
+        out.push(scoped(drift_verdict(&m.mode, &pts), Scope::Host));
+        // Builds lost to an API restart are judged by their own verdict below.
+        let lost = |n: usize| {
+            m.api_restart
+                .as_ref()
+                .is_some_and(|r| n > r.after_build && r.first_good_build.is_none_or(|g| n < g))
+        };
+        let bad = mine
+            .iter()
+            .filter(|b| !lost(b.n) && (b.status != "success" || !b.checksum_ok))
+            .count();
+        out.push(count_verdict(
+            &m.mode,
+            "builds.failed",
+            "builds",
+            bad as f64,
+            format!(
+                "{bad} of {} builds failed or had a bad trace checksum",
+                mine.len()
+            ),
+        ));
+        if let Some(r) = &m.api_restart {
+            let mut v = count_verdict(
+                &m.mode,
+                "api_restart.lost_builds",
+                "builds",
+                r.lost_builds as f64,
+                match r.first_good_build {
+                    Some(b) => format!(
+                        "API service restarted after build {}: {} builds lost, build {b} succeeded again",
+                        r.after_build, r.lost_builds
+                    ),
+                    None => format!(
+                        "API service restarted after build {}: the runner never built again ({} builds lost)",
+                        r.after_build, r.lost_builds
+                    ),
+                },
+            );
+            // Losing the build in flight is tolerable; never recovering is not.
+            v.pass = r.first_good_build.is_some();
+            out.push(v);
+        }
+        let left = &m.lab_left_behind;
+        let n = left.containers + left.volumes + left.networks;
+        out.push(count_verdict(
+            &m.mode,
+            "lab.left_behind",
+            "objects",
+            n as f64,
+            format!(
+                "the lab owns {} containers, {} volumes, {} networks more after the last build than after the first",
+                left.containers, left.volumes, left.networks
+            ),
+        ));
+        let left = &m.left_behind;
+        let n = left.containers + left.volumes + left.networks;
+        out.push(scoped(
+            count_verdict(
+                &m.mode,
+                "store.left_behind",
+                "objects",
+                n as f64,
+                format!(
+                    "the store holds {} containers, {} volumes, {} networks more after the last build than before the first",
+                    left.containers, left.volumes, left.networks
+                ),
+            ),
+            Scope::Host,
+        ));
+    }
+    out
+}
+
+/// Mark failing verdicts that are known growths, and known growths that no longer reproduce.
+fn apply_known(verdicts: &mut [Verdict]) {
+    for v in verdicts.iter_mut() {
+        let Some(k) = KNOWN
+            .iter()
+            .find(|k| k.mode.to_string() == v.mode && k.metric == v.metric)
+        else {
+            continue;
+        };
+        if !v.pass {
+            v.known = Some(k.why.to_owned());
+        } else if v.judged {
+            v.note = format!("{} — known growth did not reproduce: {}", v.note, k.why);
+        }
+    }
+}
+
+fn count_verdict(mode: &str, metric: &str, unit: &str, n: f64, note: String) -> Verdict {
+    Verdict {
+        mode: mode.to_owned(),
+        metric: metric.to_owned(),
+        unit: unit.to_owned(),
+        slope_per_build: 0.0,
+        slope_stderr: 0.0,
+        r2: 0.0,
+        threshold_per_build: 0.0,
+        first: 0.0,
+        last: n,
+        pass: n == 0.0,
+        judged: true,
+        known: None,
+        scope: "lab".into(),
+        binding: true,
+        note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_slow_builds_are_not_drift_but_a_slowing_runner_is() {
+        let steady: Vec<(f64, f64)> = (1..=100)
+            .map(|n| (n as f64, if (70..80).contains(&n) { 2.0 } else { 0.4 }))
+            .collect();
+        let v = drift_verdict("shell", &steady);
+        assert!(v.pass && v.judged, "{v:?}");
+        let slowing: Vec<(f64, f64)> = (1..=100)
+            .map(|n| (n as f64, 0.4 + 0.004 * n as f64))
+            .collect();
+        let v = drift_verdict("shell", &slowing);
+        assert!(!v.pass, "{v:?}");
+        assert!(!drift_verdict("shell", &steady[..8]).judged);
+    }
+
+    #[test]
+    fn known_growths_do_not_fail_the_soak_and_say_why() {
+        let mut v = vec![
+            count_verdict(
+                "docker",
+                "podman-api.zombies",
+                "zombies",
+                0.0,
+                "grows".into(),
+            ),
+            count_verdict(
+                "shell",
+                "podman-api.zombies",
+                "zombies",
+                0.0,
+                "grows".into(),
+            ),
+        ];
+        v[0].pass = false;
+        v[1].pass = false;
+        apply_known(&mut v);
+        assert!(v[0].known.as_deref().is_some_and(|k| k.contains("#9777")));
+        // Only for the mode it is known in.
+        assert!(v[1].known.is_none());
+    }
+}
