@@ -283,6 +283,8 @@ struct Shared {
     targets: Targets,
     builds: u64,
     samples: Vec<Sample>,
+    /// CPU spent in [`ProcSampler::reading`] on callers' threads (part of the sampler's cost).
+    reading_cpu: Duration,
 }
 
 /// Samples /proc every `interval` on its own thread until dropped or [`ProcSampler::finish`]ed.
@@ -299,7 +301,8 @@ pub struct ProcSampler {
 pub struct Sampled {
     pub interval_s: f64,
     pub samples: Vec<Sample>,
-    /// CPU time the sampling thread used, in percent of one core over the sampled wall time.
+    /// CPU time the sampler used (its thread and the per-build readings), in percent of one core
+    /// over the sampled wall time.
     pub overhead_pct_of_core: f64,
     pub wall_s: f64,
 }
@@ -366,8 +369,12 @@ impl ProcSampler {
 
     /// One reading now, outside the series (for per-build values); CPU is not measured here.
     pub fn reading(&self) -> BTreeMap<String, GroupStat> {
+        let c0 = thread_cpu();
         let targets = lock(&self.shared).targets.clone();
-        take(&targets, &self.ids, &mut HashMap::new(), Duration::ZERO)
+        let r = take(&targets, &self.ids, &mut HashMap::new(), Duration::ZERO);
+        let spent = thread_cpu().saturating_sub(c0);
+        lock(&self.shared).reading_cpu += spent;
+        r
     }
 
     /// Stop sampling and return the series with the sampler's own cost.
@@ -379,7 +386,11 @@ impl ProcSampler {
             .and_then(|t| t.join().ok())
             .unwrap_or_default();
         let wall = self.started.elapsed();
-        let samples = std::mem::take(&mut lock(&self.shared).samples);
+        let (samples, reading_cpu) = {
+            let mut s = lock(&self.shared);
+            (std::mem::take(&mut s.samples), s.reading_cpu)
+        };
+        let cpu = cpu + reading_cpu;
         let interval_s = if samples.len() > 1 {
             let (a, b) = (&samples[0], &samples[samples.len() - 1]);
             (b.t_s - a.t_s) / (samples.len() - 1) as f64

@@ -561,19 +561,17 @@ pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
             break;
         }
         mode_bounds.push((mode.to_string(), t0.elapsed().as_secs_f64()));
-        let m = soak_mode(
+        let ctx = Ctx {
             opts,
-            mode,
-            &podman,
-            &store_paths,
-            &sampler,
-            &out,
-            &mut builds,
-            &mut total_done,
-            &interrupt,
-        )
-        .await
-        .with_context(|| format!("soak of the {mode} mode"))?;
+            podman: &podman,
+            store_paths: &store_paths,
+            sampler: &sampler,
+            out: &out,
+            interrupt: &interrupt,
+        };
+        let m = soak_mode(&ctx, mode, &mut builds, &mut total_done)
+            .await
+            .with_context(|| format!("soak of the {mode} mode"))?;
         modes.push(m);
     }
     let disk_full = match opts.disk_full_mib {
@@ -653,18 +651,30 @@ pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
     Ok((report, out))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every mode of one soak shares.
+struct Ctx<'a> {
+    opts: &'a SoakOptions,
+    podman: &'a Podman,
+    store_paths: &'a StorePaths,
+    sampler: &'a ProcSampler,
+    out: &'a std::path::Path,
+    interrupt: &'a Interrupt,
+}
+
 async fn soak_mode(
-    opts: &SoakOptions,
+    ctx: &Ctx<'_>,
     mode: Executor,
-    podman: &Podman,
-    store_paths: &StorePaths,
-    sampler: &ProcSampler,
-    out: &std::path::Path,
     builds: &mut Vec<Build>,
     total_done: &mut u64,
-    interrupt: &Interrupt,
 ) -> Result<ModeSoak> {
+    let Ctx {
+        opts,
+        podman,
+        store_paths,
+        sampler,
+        out,
+        interrupt,
+    } = *ctx;
     let t_mode = Instant::now();
     let mut lopts = LabOptions::new(mode);
     lopts.runner = opts.runner.clone();
