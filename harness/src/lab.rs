@@ -124,17 +124,7 @@ impl SocketDir {
         // The reaper removes directories of dead owners.
         paths::write_atomic(&d.0.join("owner"), owner.as_bytes())?;
         if crate::podman::is_root() {
-            use std::os::unix::ffi::OsStrExt;
-            let c = std::ffi::CString::new(d.0.as_os_str().as_bytes())?;
-            // SAFETY: chown(2) on a path we just created, with a NUL-terminated string.
-            if unsafe { libc::chown(c.as_ptr(), user.uid, user.gid) } != 0 {
-                bail!(
-                    "chown {} to {}: {}",
-                    d.0.display(),
-                    user.name,
-                    std::io::Error::last_os_error()
-                );
-            }
+            user.chown(&d.0)?;
         }
         Ok(d)
     }
@@ -448,14 +438,7 @@ impl Lab {
     /// queued now is handed over at once. Returns immediately if it already is.
     pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let held = |lab: &Lab| {
-            lab.mock
-                .runners()
-                .into_iter()
-                .find(|r| r.id == lab.registered.id)
-                .map(|r| r.long_polls)
-                .unwrap_or(0)
-        };
+        let held = |lab: &Lab| lab.runner_record().map(|r| r.long_polls).unwrap_or(0);
         let before = held(self);
         // A hold that started before this call may be about to time out; wait for a fresh one.
         while held(self) == before {
@@ -472,12 +455,7 @@ impl Lab {
     pub async fn wait_asking_since(&self, finished: Instant, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let asked = self
-                .mock
-                .runners()
-                .into_iter()
-                .find(|r| r.id == self.registered.id)
-                .and_then(|r| r.last_poll);
+            let asked = self.runner_record().and_then(|r| r.last_poll);
             if asked.is_some_and(|t| t > finished) {
                 return Ok(());
             }
@@ -488,9 +466,10 @@ impl Lab {
         }
     }
 
-    /// Everything in the store that belongs to this lab: the run's label, and the GitLab labels of
-    /// what the runner creates without ours (docker mode's cache volumes and build networks).
-    pub async fn resources(&self) -> Result<Resources> {
+    /// What of `inv` (a listing of this lab's store) belongs to this lab: the run's label, and the
+    /// GitLab labels of what the runner creates without ours (docker mode's cache volumes and
+    /// build networks).
+    pub fn own(&self, inv: &crate::podman::Inventory) -> Resources {
         let mut labels = vec![format!("{RUN_LABEL}={}", self.run_id)];
         labels.extend(
             self.guard
@@ -500,7 +479,7 @@ impl Lab {
                 .iter()
                 .flat_map(|r| r.foreign_labels.clone()),
         );
-        Ok(self.podman.inventory().await?.matching_any(&labels))
+        inv.matching_any(&labels)
     }
 
     /// Host pid of the runner container's main process (`gitlab-runner run`).
@@ -536,12 +515,15 @@ impl Lab {
     }
 
     fn poll_count(&self) -> u64 {
+        self.runner_record().map(|r| r.poll_count).unwrap_or(0)
+    }
+
+    /// The mock's record of this lab's runner.
+    fn runner_record(&self) -> Option<mock_gitlab::RunnerRecord> {
         self.mock
             .runners()
             .into_iter()
             .find(|r| r.id == self.registered.id)
-            .map(|r| r.poll_count)
-            .unwrap_or(0)
     }
 
     pub fn run_id(&self) -> &str {

@@ -31,21 +31,6 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn chown(path: &Path, user: &LabUser) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: chown(2) with a NUL-terminated path.
-    if unsafe { libc::chown(c.as_ptr(), user.uid, user.gid) } != 0 {
-        bail!(
-            "chown {} to {}: {}",
-            path.display(),
-            user.name,
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
 impl LoopStore {
     /// Make a `size_mib` ext4 file system for `user`, mounted, with an empty graphroot and runroot.
     pub fn create(
@@ -88,7 +73,7 @@ impl LoopStore {
             .arg(&image)
             .arg(&store.mnt))
         .context("loop-mounting the store's file system")?;
-        chown(&store.mnt, user)?;
+        user.chown(&store.mnt)?;
         // Rootless podman lives in the mount namespace of the user's pause process, made before this
         // mount; with private propagation (no systemd) it never sees it. Mount the same device there.
         let dev = String::from_utf8(
@@ -110,9 +95,9 @@ impl LoopStore {
         .context("mounting the store in the rootless user's mount namespace")?;
         std::fs::write(store.dir.join("pause"), pause.to_string())?;
         std::fs::create_dir_all(store.graphroot())?;
-        chown(&store.graphroot(), user)?;
+        user.chown(&store.graphroot())?;
         std::fs::create_dir_all(&store.runroot)?;
-        chown(&store.runroot, user)?;
+        user.chown(&store.runroot)?;
         Ok(store)
     }
 

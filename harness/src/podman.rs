@@ -78,6 +78,22 @@ impl LabUser {
         PathBuf::from(format!("/run/user/{}", self.uid))
     }
 
+    /// Make `path` this user's (root creates directories the rootless podman writes into).
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: chown(2) with a NUL-terminated path.
+        if unsafe { libc::chown(c.as_ptr(), self.uid, self.gid) } != 0 {
+            bail!(
+                "chown {} to {}: {}",
+                path.display(),
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
     /// The rootless Podman API socket as the runner's docker executor sees it.
     pub fn socket_path(&self) -> PathBuf {
         self.runtime_dir().join("podman/podman.sock")

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::podman::{LabUser, Podman};
+use crate::podman::{Inventory, LabUser, Podman};
 
 /// The process groups a sample reports, in report order.
 pub const GROUPS: [&str; 6] = [
@@ -443,6 +443,21 @@ pub struct StoreCounts {
     pub runroot_kib: u64,
 }
 
+impl StoreCounts {
+    /// How much more there is than in `before` (never negative).
+    pub fn growth_since(&self, before: &StoreCounts) -> StoreCounts {
+        StoreCounts {
+            containers: self.containers.saturating_sub(before.containers),
+            volumes: self.volumes.saturating_sub(before.volumes),
+            networks: self.networks.saturating_sub(before.networks),
+            images: self.images.saturating_sub(before.images),
+            dangling_images: self.dangling_images.saturating_sub(before.dangling_images),
+            graphroot_kib: self.graphroot_kib.saturating_sub(before.graphroot_kib),
+            runroot_kib: self.runroot_kib.saturating_sub(before.runroot_kib),
+        }
+    }
+}
+
 /// Where a store keeps its data (asked once per soak).
 #[derive(Clone, Debug)]
 pub struct StorePaths {
@@ -468,17 +483,17 @@ impl StorePaths {
     }
 }
 
-/// Count the store's objects and measure its disk use.
-pub async fn store_counts(podman: &Podman, paths: &StorePaths) -> Result<StoreCounts> {
+/// Count the store's objects (containers, volumes and networks from `inv`, its listing) and
+/// measure its disk use.
+pub async fn store_counts(
+    podman: &Podman,
+    paths: &StorePaths,
+    inv: &Inventory,
+) -> Result<StoreCounts> {
     let lines = |s: String| s.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-    let containers = lines(podman.text(["ps", "-a", "-q"]).await?);
-    let volumes = lines(podman.text(["volume", "ls", "-q"]).await?);
-    let networks = podman
-        .text(["network", "ls", "--format", "{{.Name}}"])
-        .await?
-        .lines()
-        .filter(|l| !l.trim().is_empty() && l.trim() != "podman")
-        .count() as u64;
+    let containers = inv.containers.len() as u64;
+    let volumes = inv.volumes.len() as u64;
+    let networks = inv.networks.iter().filter(|(n, _)| n != "podman").count() as u64;
     let images = lines(podman.text(["images", "-q", "--no-trunc"]).await?);
     let dangling_images = lines(
         podman

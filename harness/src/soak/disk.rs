@@ -28,6 +28,16 @@ pub struct FillBuild {
     pub evidence: Vec<String>,
 }
 
+impl FillBuild {
+    /// `success`, or the status with the failure reason.
+    pub fn outcome(&self) -> String {
+        match &self.failure_reason {
+            Some(r) => format!("{} ({r})", self.status),
+            None => self.status.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DiskFull {
     pub size_mib: u64,
@@ -108,12 +118,8 @@ pub async fn run(runner: &GetOptions, size_mib: u64, max_builds: usize) -> Resul
     for n in 1..=max_builds {
         let b = build(&lab, &store, n).await?;
         eprintln!(
-            "runnerlab soak: disk-full {n}: {}{} ({:.0} of {size_mib} MiB used)",
-            b.status,
-            b.failure_reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
+            "runnerlab soak: disk-full {n}: {} ({:.0} of {size_mib} MiB used)",
+            b.outcome(),
             b.used_mib
         );
         let symptom = b.status != "success"

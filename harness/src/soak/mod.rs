@@ -117,6 +117,16 @@ pub struct LabCounts {
     pub networks: u64,
 }
 
+impl LabCounts {
+    fn growth_since(&self, before: &LabCounts) -> LabCounts {
+        LabCounts {
+            containers: self.containers.saturating_sub(before.containers),
+            volumes: self.volumes.saturating_sub(before.volumes),
+            networks: self.networks.saturating_sub(before.networks),
+        }
+    }
+}
+
 /// One executor mode's soak.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModeSoak {
@@ -188,6 +198,25 @@ pub enum Scope {
     Lab,
     /// The rootless user and its whole store: binding only when the soak has the host to itself.
     Host,
+}
+
+/// The metrics that apply to a mode, each with its per-build points (build number, value).
+pub fn metric_points(m: &ModeSoak) -> Vec<(&'static Metric, Vec<(f64, f64)>)> {
+    let Ok(mode) = m.mode.parse::<Executor>() else {
+        return Vec::new();
+    };
+    METRICS
+        .iter()
+        .filter(|x| x.modes.contains(&mode))
+        .map(|metric| {
+            let pts = m
+                .readings
+                .iter()
+                .filter_map(|r| (metric.get)(r).map(|v| (r.n as f64, v)))
+                .collect();
+            (metric, pts)
+        })
+        .collect()
 }
 
 /// Ctrl-C, caught once for the whole soak.
@@ -670,10 +699,10 @@ async fn soak_mode(
     let Ctx {
         opts,
         podman,
-        store_paths,
         sampler,
         out,
         interrupt,
+        ..
     } = *ctx;
     let t_mode = Instant::now();
     let mut lopts = LabOptions::new(mode);
@@ -686,10 +715,8 @@ async fn soak_mode(
         runner: Some(lab.runner_pid().await?),
         api: lab.api_pid(),
     });
-    let baseline_store = sampler::store_counts(podman, store_paths).await?;
-    let mut readings = vec![reading(&lab, sampler, 0, Some(baseline_store.clone())).await?];
-    let mut last_store = baseline_store.clone();
-    let mut after_first = baseline_store.clone();
+    let mut readings = vec![reading(&lab, ctx, 0, true).await?];
+    let baseline_store = readings[0].store.clone().unwrap_or_default();
     let mut consecutive_errors = 0;
     let mut api_restart = None;
     for n in 1..=opts.builds {
@@ -777,17 +804,8 @@ async fn soak_mode(
                 .unwrap_or_default()
         );
         builds.push(build);
-        let store = if n % opts.store_every.max(1) == 0 || n == opts.builds || n == 1 {
-            let s = sampler::store_counts(podman, store_paths).await?;
-            if n == 1 {
-                after_first = s.clone();
-            }
-            last_store = s.clone();
-            Some(s)
-        } else {
-            None
-        };
-        readings.push(reading(&lab, sampler, n, store).await?);
+        let count_store = n % opts.store_every.max(1) == 0 || n == opts.builds || n == 1;
+        readings.push(reading(&lab, ctx, n, count_store).await?);
         if opts.restart_api_after == Some(n) && mode != Executor::Shell {
             let gone = lab.restart_api().await?;
             sampler.set_targets(Targets {
@@ -822,17 +840,12 @@ async fn soak_mode(
         r.first_good_build = after.iter().find(|b| b.status == "success").map(|b| b.n);
         r.lost_builds = after.iter().take_while(|b| b.status != "success").count();
     }
-    let lab_left_behind = {
-        let (a, b) = (
-            &readings[1.min(readings.len() - 1)].lab,
-            &readings[readings.len() - 1].lab,
-        );
-        LabCounts {
-            containers: b.containers.saturating_sub(a.containers),
-            volumes: b.volumes.saturating_sub(a.volumes),
-            networks: b.networks.saturating_sub(a.networks),
-        }
-    };
+    let after_first = &readings[1.min(readings.len() - 1)];
+    let last = &readings[readings.len() - 1];
+    let lab_left_behind = last.lab.growth_since(&after_first.lab);
+    // The store is counted after the first and the last build (and every `store_every`).
+    let counted = |r: &PerBuild| r.store.clone().unwrap_or_else(|| baseline_store.clone());
+    let left_behind = counted(last_store_reading(&readings)).growth_since(&counted(after_first));
     let run_id = lab.run_id().to_owned();
     sampler.set_targets(Targets::default());
     let removed = lab.shutdown().await?;
@@ -844,35 +857,32 @@ async fn soak_mode(
         wall_s: t_mode.elapsed().as_secs_f64(),
         readings,
         removed_by_cleanup: removed.len(),
-        left_behind: StoreCounts {
-            containers: last_store.containers.saturating_sub(after_first.containers),
-            volumes: last_store.volumes.saturating_sub(after_first.volumes),
-            networks: last_store.networks.saturating_sub(after_first.networks),
-            images: last_store.images.saturating_sub(after_first.images),
-            dangling_images: last_store
-                .dangling_images
-                .saturating_sub(after_first.dangling_images),
-            graphroot_kib: last_store
-                .graphroot_kib
-                .saturating_sub(after_first.graphroot_kib),
-            runroot_kib: last_store
-                .runroot_kib
-                .saturating_sub(after_first.runroot_kib),
-        },
+        left_behind,
         lab_left_behind,
         leftovers_after_cleanup: leftovers.len(),
         api_restart,
     })
 }
 
-/// A per-build reading: processes now, the lab's own objects, and `store` when it was counted.
-async fn reading(
-    lab: &Lab,
-    sampler: &ProcSampler,
-    n: usize,
-    store: Option<StoreCounts>,
-) -> Result<PerBuild> {
-    let mine = lab.resources().await?;
+/// The last reading that counted the store (a mode stopped early may end between counts).
+fn last_store_reading(readings: &[PerBuild]) -> &PerBuild {
+    readings
+        .iter()
+        .rev()
+        .find(|r| r.store.is_some())
+        .unwrap_or(&readings[0])
+}
+
+/// A per-build reading: processes now, the lab's own objects, and the whole store when
+/// `count_store` (one listing of the store serves both).
+async fn reading(lab: &Lab, ctx: &Ctx<'_>, n: usize, count_store: bool) -> Result<PerBuild> {
+    let inv = ctx.podman.inventory().await?;
+    let mine = lab.own(&inv);
+    let store = match count_store {
+        true => Some(sampler::store_counts(ctx.podman, ctx.store_paths, &inv).await?),
+        false => None,
+    };
+    let sampler = ctx.sampler;
     Ok(PerBuild {
         n,
         t_s: sampler.elapsed().as_secs_f64(),
@@ -900,16 +910,7 @@ pub fn judge_all(modes: &[ModeSoak], builds: &[Build], shared_host: bool) -> Vec
         v
     };
     for m in modes {
-        let mode: Executor = match m.mode.parse() {
-            Ok(e) => e,
-            Err(_) => continue,
-        };
-        for metric in METRICS.iter().filter(|x| x.modes.contains(&mode)) {
-            let pts: Vec<(f64, f64)> = m
-                .readings
-                .iter()
-                .filter_map(|r| (metric.get)(r).map(|v| (r.n as f64, v)))
-                .collect();
+        for (metric, pts) in metric_points(m) {
             out.push(scoped(
                 verdict::judge(&m.mode, &metric.rule, &pts),
                 metric.scope,

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 use super::verdict::{self, Verdict};
-use super::{METRICS, ModeSoak, PerBuild, SoakReport};
+use super::{ModeSoak, PerBuild, SoakReport};
 use crate::paths::write_atomic;
 
 pub fn write_all(r: &SoakReport, out: &Path) -> Result<()> {
@@ -92,16 +92,7 @@ pub struct Plot {
 fn plots(r: &SoakReport, out: &Path) -> Result<Vec<Plot>> {
     let mut written = Vec::new();
     for m in &r.modes {
-        let mode: crate::lab::Executor = match m.mode.parse() {
-            Ok(e) => e,
-            Err(_) => continue,
-        };
-        for metric in METRICS.iter().filter(|x| x.modes.contains(&mode)) {
-            let per_build: Vec<(f64, f64)> = m
-                .readings
-                .iter()
-                .filter_map(|x| (metric.get)(x).map(|v| (x.n as f64, v)))
-                .collect();
+        for (metric, per_build) in super::metric_points(m) {
             // Store and lab counts are taken per build only; processes have the 1 Hz curve too.
             let sampled = !metric.rule.metric.starts_with("lab.")
                 && !metric.rule.metric.starts_with("store.");
@@ -306,11 +297,9 @@ fn markdown(r: &SoakReport, plots: &[Plot]) -> String {
         r.check_interval_s,
         r.series.interval_s,
         r.series.overhead_pct_of_core,
-        match (r.leak_switch, r.interrupted) {
-            (_, true) => ", **interrupted (Ctrl-C)**",
-            (true, _) => ", **leak switch on**",
-            _ => "",
-        },
+        condition(r)
+            .map(|c| format!(", **{c}**"))
+            .unwrap_or_default(),
         r.started,
         r.wall_s
     );
@@ -344,13 +333,9 @@ fn disk_text(d: &super::disk::DiskFull) -> String {
     for b in d.builds.iter().chain(&d.after_prune) {
         let _ = writeln!(
             s,
-            "build {}: {}{} — {:.0} MiB used",
+            "build {}: {} — {:.0} MiB used",
             b.n,
-            b.status,
-            b.failure_reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
+            b.outcome(),
             b.used_mib
         );
         for l in &b.evidence {
@@ -373,6 +358,15 @@ fn disk_text(d: &super::disk::DiskFull) -> String {
         }
     );
     s
+}
+
+/// What makes this soak unlike a plain one, for the report's first lines.
+fn condition(r: &SoakReport) -> Option<&'static str> {
+    match (r.leak_switch, r.interrupted) {
+        (_, true) => Some("interrupted (Ctrl-C)"),
+        (true, _) => Some("leak switch on"),
+        _ => None,
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -401,11 +395,9 @@ fn html(r: &SoakReport, plots: &[Plot]) -> String {
         r.check_interval_s,
         r.series.interval_s,
         r.series.overhead_pct_of_core,
-        match (r.leak_switch, r.interrupted) {
-            (_, true) => ", <b>interrupted (Ctrl-C)</b>",
-            (true, _) => ", <b>leak switch on</b>",
-            _ => "",
-        },
+        condition(r)
+            .map(|c| format!(", <b>{c}</b>"))
+            .unwrap_or_default(),
         esc(&r.started),
         r.wall_s
     );
