@@ -246,6 +246,22 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(no_leftovers_after_jobs(lab)),
         },
         Case {
+            name: "git-submodules",
+            about: "`GIT_SUBMODULE_STRATEGY: normal` fetches a submodule (relative URL, another \
+                    project) with the job token",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_submodules(lab)),
+        },
+        Case {
+            name: "gitconfig-home",
+            about: "the seeds' `//.gitconfig` failure: a non-root job without a writable HOME cannot \
+                    write git's global config; HOME on a writable mount (the documented fix) can",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(gitconfig_home(lab)),
+        },
+        Case {
             name: "podman-build",
             about: "a job runs `podman build` (multi-stage, Go builder) and `podman run` of the result, \
                     unprivileged, with a rootless podman inside rootless Podman",
@@ -386,11 +402,13 @@ pub struct SuiteOptions {
     pub runner: crate::forge::runner::GetOptions,
     /// Only the cases with these names (all when empty).
     pub only: Vec<String>,
+    /// How many modes run at the same time, each on its own lab.
+    pub parallel: usize,
 }
 
 /// Run every applicable case in every mode on one lab per mode, and write the report.
 pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, std::path::PathBuf)> {
-    use crate::report::{CaseResult, Report, SCHEMA, Status};
+    use crate::report::{CaseResult, Report, SCHEMA};
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -426,109 +444,28 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
             bar.println(line);
         }
     };
-    for mode in &opts.modes {
-        let applicable: Vec<&Case> = selected.iter().filter(|c| c.modes.contains(mode)).collect();
-        for c in selected.iter().filter(|c| !c.modes.contains(mode)) {
-            results.push(CaseResult {
-                name: c.name.into(),
-                mode: mode.name().into(),
-                status: Status::Skipped,
-                duration_s: 0.0,
-                trace: None,
-                detail: Some(format!("not applicable to the {mode} executor")),
-            });
+    // Modes run side by side, `parallel` at a time: a case mostly waits (for the runner, for
+    // containers), so two labs on two cores take little longer than one.
+    let per_mode: Vec<(Vec<CaseResult>, Vec<(&'static str, &'static str, String)>)> = {
+        use futures_util::StreamExt;
+        let (selected, out, bar, say) = (&selected, &out, &bar, &say);
+        let mut runs =
+            futures_util::stream::iter(opts.modes.iter().enumerate())
+                .map(|(i, mode)| async move {
+                    (i, run_mode(*mode, selected, opts, out, bar, say).await)
+                })
+                .buffer_unordered(opts.parallel.max(1));
+        let mut done = Vec::new();
+        while let Some((i, r)) = runs.next().await {
+            done.push((i, r?));
         }
-        if applicable.is_empty() {
-            continue;
-        }
-        bar.set_message(format!("starting a {mode} lab"));
-        let mut lopts = crate::lab::LabOptions::new(*mode);
-        lopts.runner = opts.runner.clone();
-        let lab = match crate::lab::Lab::start_with(lopts).await {
-            Ok(l) => l,
-            Err(e) => {
-                for c in applicable {
-                    results.push(CaseResult {
-                        name: c.name.into(),
-                        mode: mode.name().into(),
-                        status: Status::Failed,
-                        duration_s: 0.0,
-                        trace: None,
-                        detail: Some(crate::redact::scrub(&format!(
-                            "the {mode} lab did not start: {e:#}"
-                        ))),
-                    });
-                }
-                continue;
-            }
-        };
-        for c in applicable {
-            let t = Instant::now();
-            bar.set_message(format!("{mode} {}", c.name));
-            let res = (c.run)(&lab).await;
-            let duration_s = t.elapsed().as_secs_f64();
-            let (status, detail, trace) = match res {
-                Ok(o) => {
-                    let trace = o.run.as_ref().and_then(|r| {
-                        r.jobs.first().map(|j| {
-                            let p = r.trace_path(std::path::Path::new(""), &j.name);
-                            p.to_string_lossy().into_owned()
-                        })
-                    });
-                    if let Some(r) = &o.run {
-                        outputs.push((c.name, mode.name(), job_output(r)));
-                    }
-                    // Keep the traces next to the report so its links resolve.
-                    if let Some(r) = &o.run {
-                        for j in &r.jobs {
-                            let src = r.trace_path(&r.out_dir, &j.name);
-                            let dst = r.trace_path(&out, &j.name);
-                            if let Ok(bytes) = std::fs::read(&src) {
-                                crate::paths::write_atomic(&dst, &bytes)?;
-                            }
-                        }
-                    }
-                    match o.finding {
-                        Some(f) => (Status::KnownFinding, Some(f), trace),
-                        None => (Status::Passed, o.note, trace),
-                    }
-                }
-                Err(e) => match c.known_in(*mode) {
-                    Some(reason) => (
-                        Status::KnownFinding,
-                        Some(crate::redact::scrub(&format!("{reason}\n\n{e:#}"))),
-                        None,
-                    ),
-                    None => (
-                        Status::Failed,
-                        Some(crate::redact::scrub(&format!("{e:#}"))),
-                        None,
-                    ),
-                },
-            };
-            bar.inc(1);
-            say(format!(
-                "runnerlab: {mode:>6} {:<28} {} {:.1}s",
-                c.name,
-                match status {
-                    Status::Passed => "ok",
-                    Status::KnownFinding => "ok (known finding)",
-                    Status::Skipped => "skipped",
-                    Status::Failed => "FAILED",
-                },
-                duration_s
-            ));
-            results.push(CaseResult {
-                name: c.name.into(),
-                mode: mode.name().into(),
-                status,
-                duration_s,
-                trace,
-                detail,
-            });
-        }
-        let removed = lab.shutdown().await?;
-        tracing::debug!("removed {removed}");
+        // The report lists modes in the order asked for, whatever finished first.
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().map(|(_, r)| r).collect()
+    };
+    for (r, o) in per_mode {
+        results.extend(r);
+        outputs.extend(o);
     }
     bar.finish_and_clear();
     let report = Report {
@@ -542,6 +479,132 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     };
     report.write(&out)?;
     Ok((report, out))
+}
+
+type ModeResults = (
+    Vec<crate::report::CaseResult>,
+    Vec<(&'static str, &'static str, String)>,
+);
+
+/// Every applicable case of `selected` in one mode, on one lab.
+async fn run_mode(
+    mode: Executor,
+    selected: &[Case],
+    opts: &SuiteOptions,
+    out: &std::path::Path,
+    bar: &indicatif::ProgressBar,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<ModeResults> {
+    use crate::report::{CaseResult, Status};
+    let mut results = Vec::new();
+    let mut outputs = Vec::new();
+    let applicable: Vec<&Case> = selected
+        .iter()
+        .filter(|c| c.modes.contains(&mode))
+        .collect();
+    for c in selected.iter().filter(|c| !c.modes.contains(&mode)) {
+        results.push(CaseResult {
+            name: c.name.into(),
+            mode: mode.name().into(),
+            status: Status::Skipped,
+            duration_s: 0.0,
+            trace: None,
+            detail: Some(format!("not applicable to the {mode} executor")),
+        });
+    }
+    if applicable.is_empty() {
+        return Ok((results, outputs));
+    }
+    bar.set_message(format!("starting a {mode} lab"));
+    let mut lopts = crate::lab::LabOptions::new(mode);
+    lopts.runner = opts.runner.clone();
+    let lab = match crate::lab::Lab::start_with(lopts).await {
+        Ok(l) => l,
+        Err(e) => {
+            for c in applicable {
+                results.push(CaseResult {
+                    name: c.name.into(),
+                    mode: mode.name().into(),
+                    status: Status::Failed,
+                    duration_s: 0.0,
+                    trace: None,
+                    detail: Some(crate::redact::scrub(&format!(
+                        "the {mode} lab did not start: {e:#}"
+                    ))),
+                });
+            }
+            return Ok((results, outputs));
+        }
+    };
+    for c in applicable {
+        let t = Instant::now();
+        bar.set_message(format!("{mode} {}", c.name));
+        let res = (c.run)(&lab).await;
+        let duration_s = t.elapsed().as_secs_f64();
+        let (status, detail, trace) = match res {
+            Ok(o) => {
+                let trace = o.run.as_ref().and_then(|r| {
+                    r.jobs.first().map(|j| {
+                        let p = r.trace_path(std::path::Path::new(""), &j.name);
+                        p.to_string_lossy().into_owned()
+                    })
+                });
+                if let Some(r) = &o.run {
+                    outputs.push((c.name, mode.name(), job_output(r)));
+                }
+                // Keep the traces next to the report so its links resolve.
+                if let Some(r) = &o.run {
+                    for j in &r.jobs {
+                        let src = r.trace_path(&r.out_dir, &j.name);
+                        let dst = r.trace_path(&out, &j.name);
+                        if let Ok(bytes) = std::fs::read(&src) {
+                            crate::paths::write_atomic(&dst, &bytes)?;
+                        }
+                    }
+                }
+                match o.finding {
+                    Some(f) => (Status::KnownFinding, Some(f), trace),
+                    None => (Status::Passed, o.note, trace),
+                }
+            }
+            Err(e) => match c.known_in(mode) {
+                Some(reason) => (
+                    Status::KnownFinding,
+                    Some(crate::redact::scrub(&format!("{reason}\n\n{e:#}"))),
+                    None,
+                ),
+                None => (
+                    Status::Failed,
+                    Some(crate::redact::scrub(&format!("{e:#}"))),
+                    None,
+                ),
+            },
+        };
+        bar.inc(1);
+        say(format!(
+            "runnerlab: {mode:>6} {:<28} {} {:.1}s",
+            c.name,
+            match status {
+                Status::Passed => "ok",
+                Status::KnownFinding => "ok (known finding)",
+                Status::Skipped => "skipped",
+                Status::Failed => "FAILED",
+            },
+            duration_s
+        ));
+        results.push(CaseResult {
+            name: c.name.into(),
+            mode: mode.name().into(),
+            status,
+            duration_s,
+            trace,
+            detail,
+        });
+    }
+    let removed = lab.shutdown().await?;
+    tracing::debug!("removed {removed}");
+
+    Ok((results, outputs))
 }
 
 /// What the jobs of a run printed from their `step_script` section on, normalised like a
@@ -1241,4 +1304,110 @@ async fn podman_build(lab: &Lab) -> Result<Outcome> {
         finding,
         ..outcome(run)
     })
+}
+
+/// The writable directory the documented fix mounts (Kubernetes: an emptyDir) and points HOME at.
+const CUSTOM_HOME: &str = "/my_custom_dir";
+
+/// The seeds' `//.gitconfig` troubleshooting entry, reproduced and then fixed as documented.
+async fn gitconfig_home(lab: &Lab) -> Result<Outcome> {
+    let mode = lab.executor();
+    // A variant of the suite's lab: the runner writes global git config while getting the sources
+    // (as the Kubernetes executor does by default), and the fix's directory is mounted.
+    let tmpfs = format!("{CUSTOM_HOME}:rw,mode=1777");
+    let mut extras = RunnerExtras {
+        register_args: vec!["--safe-directory-checkout=true".into()],
+        ..RunnerExtras::default()
+    };
+    match mode {
+        // Shell jobs run in the runner container.
+        Executor::Shell => extras.run_args.extend(["--tmpfs".into(), tmpfs]),
+        Executor::Docker => extras
+            .register_args
+            .extend(["--docker-tmpfs".into(), tmpfs]),
+        // The driver's job container runs as uid 1000 (the custom executor does not carry
+        // `image:docker:user`), with the tmpfs.
+        Executor::Custom => extras.run_args.extend([
+            "-e".into(),
+            format!("PODMAN_RUN_ARGS=--user=1000 --tmpfs={tmpfs}"),
+        ]),
+    }
+    let mut opts = lab.options().clone();
+    opts.extras = extras;
+    let lab2 = Lab::start_with(opts).await?;
+    let run = lab2.pipeline("gitconfig-home").run().await?;
+
+    let failed = job_ended(&run, "unwritable-home", "failed")?;
+    let trace = failed.trace();
+    let error = "error: could not lock config file //.gitconfig: Permission denied";
+    let at = trace
+        .find(error)
+        .ok_or_else(|| anyhow::anyhow!("the seed's error is not in the trace:\n{trace}"))?;
+    // Where it fails is what differs between executors: while getting the sources when the runner
+    // writes the config as the job's user, in the script when a root helper got the sources.
+    let script_at = trace.find("step_script");
+    let in_sources = script_at.is_none_or(|s| at < s);
+    let expect_in_sources = mode != Executor::Docker;
+    ensure!(
+        in_sources == expect_in_sources,
+        "the error came {} in {mode} (expected {}); trace:\n{trace}",
+        if in_sources {
+            "while getting the sources"
+        } else {
+            "in the script"
+        },
+        if expect_in_sources {
+            "while getting the sources"
+        } else {
+            "in the script"
+        },
+    );
+    ensure!(
+        !trace.contains("global git config written"),
+        "the script went on after the failure; trace:\n{trace}"
+    );
+
+    let fixed = job_ended(&run, "custom-home", "success")?;
+    let trace = fixed.trace();
+    ensure!(
+        !trace.contains("could not lock config file"),
+        "the fix did not help; trace:\n{trace}"
+    );
+    ensure_trace_has(&trace, &["global git config in /my_custom_dir/.gitconfig"])?;
+    // Shell jobs run as the runner container's gitlab-runner, uid 1000 too.
+    ensure!(
+        trace.lines().any(|l| l.trim_end() == "1000"),
+        "the job did not run as uid 1000; trace:\n{trace}"
+    );
+    let note = if in_sources {
+        "fails while getting the sources (the runner writes global git config as the job's user)"
+    } else {
+        "the helper gets the sources as root; the failure shows when the job writes global git config"
+    };
+    Ok(Outcome {
+        note: Some(note.into()),
+        ..outcome(run)
+    })
+}
+
+async fn git_submodules(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("submodules").run().await?;
+    let job = job_ended(&run, "with-submodule", "success")?;
+    let trace = job.trace();
+    ensure_trace_has(
+        &trace,
+        &[
+            "Updating/initializing submodules",
+            "Updated submodules",
+            "hello from the submodule",
+        ],
+    )?;
+    // `git submodule status`: a leading space means checked out at the recorded commit.
+    ensure!(
+        trace
+            .lines()
+            .any(|l| l.starts_with(' ') && l.split_whitespace().nth(1) == Some("lib")),
+        "git submodule status does not show lib checked out at its commit; trace:\n{trace}"
+    );
+    Ok(outcome(run))
 }

@@ -180,6 +180,14 @@ impl RunGuard {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+        // The service logs at warning level (no request bodies), but nothing leaves unscrubbed.
+        let api_log = self.out_dir.join(API_LOG);
+        if let Ok(text) = std::fs::read_to_string(&api_log) {
+            let clean = scrub(&text);
+            if clean != text {
+                let _ = paths::write_atomic(&api_log, clean.as_bytes());
+            }
+        }
         let mut removed = self.podman.remove_run(&self.run_id)?;
         // After the runner is gone nothing recreates them.
         if let Some(rec) = self
@@ -505,7 +513,15 @@ impl Lab {
         let socket = old.socket().clone();
         let t0 = Instant::now();
         old.stop().await?;
-        self.api = Some(ApiService::start(&self.podman, socket, Duration::from_secs(30)).await?);
+        self.api = Some(
+            ApiService::start(
+                &self.podman,
+                socket,
+                &self.out_dir.join(API_LOG),
+                Duration::from_secs(30),
+            )
+            .await?,
+        );
         Ok(t0.elapsed())
     }
 
@@ -660,6 +676,9 @@ struct ExecutorSetup {
 }
 
 /// Where the custom executor's Podman driver lives inside the runner image.
+/// The API service's stderr, next to the report (scrubbed when the lab ends).
+const API_LOG: &str = "podman-api.log";
+
 const DRIVER_DIR: &str = "/opt/runnerlab/executors/podman";
 
 impl ExecutorSetup {
@@ -700,8 +719,13 @@ impl ExecutorSetup {
                 // One API service per lab, on its own socket: labs running side by side never share one.
                 let dir = SocketDir::create(user, run_id, owner)?;
                 let socket = dir.socket();
-                let api =
-                    ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
+                let api = ApiService::start(
+                    podman,
+                    socket.clone(),
+                    &paths::run_output_dir(run_id).join(API_LOG),
+                    Duration::from_secs(30),
+                )
+                .await?;
                 let mut register_args = vec![
                     "--builds-dir".to_owned(),
                     "/builds".to_owned(),
@@ -739,8 +763,13 @@ impl ExecutorSetup {
                     .context("the docker executor needs the rootless store")?;
                 let dir = SocketDir::create(user, run_id, owner)?;
                 let socket = dir.socket();
-                let api =
-                    ApiService::start(podman, socket.clone(), Duration::from_secs(30)).await?;
+                let api = ApiService::start(
+                    podman,
+                    socket.clone(),
+                    &paths::run_output_dir(run_id).join(API_LOG),
+                    Duration::from_secs(30),
+                )
+                .await?;
                 let sock = socket.display().to_string();
                 let register_args: Vec<String> = [
                     "--docker-host",

@@ -48,6 +48,9 @@ enum Cmd {
         /// Only these cases (repeatable); see `runnerlab cases`.
         #[arg(long = "case")]
         cases: Vec<String>,
+        /// How many executor modes run at the same time, each on its own lab (1: one after another).
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -275,6 +278,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
         Cmd::Conformance {
             executors,
             cases,
+            parallel,
             runner,
         } => {
             let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
@@ -287,6 +291,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 modes: parse_executors(&executors)?,
                 runner: runner.options()?,
                 only: cases,
+                parallel,
             };
             let (report, dir) = conformance::run_suite(&opts).await?;
             let counts = report.counts();

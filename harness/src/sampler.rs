@@ -30,6 +30,9 @@ pub const GROUPS: [&str; 6] = [
     "user",
 ];
 
+/// The groups whose sockets are counted (see [`count_fds`]); other groups report 0 sockets.
+const SOCKET_GROUPS: [&str; 2] = ["runner", "podman-api"];
+
 /// One group's totals at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupStat {
@@ -37,7 +40,8 @@ pub struct GroupStat {
     pub threads: u64,
     pub rss_kib: u64,
     pub fds: u64,
-    /// Open sockets (for the API service: its listener plus the connections it holds).
+    /// Open sockets (for the API service: its listener plus the connections it holds); counted
+    /// for the runner and podman-api groups only, 0 for the others.
     pub sockets: u64,
     /// Processes that exited and were not reaped by their parent.
     pub zombies: u64,
@@ -111,28 +115,119 @@ struct Proc {
     sockets: u64,
 }
 
-/// stat of a process; fds are counted later, only for processes a group watches
-/// (listing every process's fds would make the sampler cost several % of a core).
-fn read_proc(pid: u32, keep: &dyn Fn(u32) -> bool) -> Option<Proc> {
-    let base = PathBuf::from(format!("/proc/{pid}"));
-    // The owner of /proc/<pid> is the process's effective uid: one stat() decides whether the
-    // process is the user's (everything a soak watches runs as the rootless user or its sub-ids).
-    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&base).ok()?);
-    if !keep(uid) {
-        return None;
+/// Reads `/proc/<pid>/stat` of the processes a sampler keeps, holding each file open between
+/// samples: re-reading an open stat file (pread at 0) costs a third of open + read + close, and a
+/// long custom-mode soak has ~1,000 of the user's processes to read every second.
+///
+/// An open stat file stays bound to its process: once that exits, reads fail and the entry is
+/// dropped, so a reused pid is opened afresh. A process's uid is decided when it is first seen.
+struct ProcReader {
+    open: HashMap<u32, (std::fs::File, u32)>,
+    /// How many files may be held open; beyond that, processes are opened and closed each time.
+    max_open: usize,
+    buf: Vec<u8>,
+}
+
+impl ProcReader {
+    fn new() -> ProcReader {
+        ProcReader {
+            open: HashMap::new(),
+            max_open: fd_budget(),
+            buf: vec![0; 4096],
+        }
     }
-    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
+
+    /// Every process whose uid `keep` accepts.
+    fn all(&mut self, keep: &dyn Fn(u32) -> bool) -> Vec<Proc> {
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let pids: Vec<u32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        let mut seen = HashSet::with_capacity(pids.len());
+        let mut out = Vec::new();
+        for pid in pids {
+            if let Some(p) = self.read(pid, keep) {
+                seen.insert(pid);
+                out.push(p);
+            }
+        }
+        self.open.retain(|pid, _| seen.contains(pid));
+        out
+    }
+
+    fn read(&mut self, pid: u32, keep: &dyn Fn(u32) -> bool) -> Option<Proc> {
+        use std::os::unix::fs::FileExt;
+        if let Some((f, uid)) = self.open.get(&pid) {
+            let uid = *uid;
+            match f.read_at(&mut self.buf, 0) {
+                Ok(n) if n > 0 && n < self.buf.len() => {
+                    return parse_stat(pid, uid, &self.buf[..n]);
+                }
+                // Exited (and perhaps replaced by a new process with the same pid).
+                _ => {
+                    self.open.remove(&pid);
+                }
+            }
+        }
+        let path = format!("/proc/{pid}");
+        // The owner of /proc/<pid> is the process's effective uid: one stat() decides whether the
+        // process is the user's (everything a soak watches runs as the rootless user or its sub-ids).
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).ok()?);
+        if !keep(uid) {
+            return None;
+        }
+        let f = std::fs::File::open(format!("{path}/stat")).ok()?;
+        let n = f.read_at(&mut self.buf, 0).ok()?;
+        let p = parse_stat(pid, uid, &self.buf[..n])?;
+        if self.open.len() < self.max_open {
+            self.open.insert(pid, (f, uid));
+        }
+        Some(p)
+    }
+}
+
+/// How many stat files a reader may hold open: half of what the process may open, after raising
+/// its soft limit to the hard one (the default soft limit, often 1,024, is too low for a soak).
+fn fd_budget() -> usize {
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 256;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                l = raised;
+            }
+        }
+        (l.rlim_cur / 2).min(1 << 16) as usize
+    }
+}
+
+/// A process from its `/proc/<pid>/stat`; fds are counted later, only for processes a group watches.
+fn parse_stat(pid: u32, uid: u32, raw: &[u8]) -> Option<Proc> {
+    let stat = std::str::from_utf8(raw).ok()?;
     // comm may hold spaces and parentheses: it ends at the last ')'.
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat[open + 1..close].to_owned();
-    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let mut rest = stat.get(close + 2..)?.split_ascii_whitespace();
     // Fields after comm: state(0) ppid(1) … utime(11) stime(12) … num_threads(17) … rss(21).
-    let ppid = rest.get(1)?.parse().ok()?;
-    let cpu_ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-    let threads = rest.get(17)?.parse().ok()?;
-    let rss_pages: u64 = rest.get(21)?.parse().ok()?;
-    let state = rest.first()?.chars().next().unwrap_or('?');
+    let state = rest.next()?.chars().next().unwrap_or('?');
+    let ppid = rest.next()?.parse().ok()?;
+    let mut rest = rest.skip(9);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    let mut rest = rest.skip(4);
+    let threads = rest.next()?.parse().ok()?;
+    let rss_pages: u64 = rest.nth(3)?.parse().ok()?;
     Some(Proc {
         pid,
         ppid,
@@ -141,21 +236,35 @@ fn read_proc(pid: u32, keep: &dyn Fn(u32) -> bool) -> Option<Proc> {
         state,
         threads,
         rss_kib: rss_pages * page_kib(),
-        cpu_ticks,
+        cpu_ticks: utime + stime,
         fds: 0,
         sockets: 0,
     })
 }
 
-/// Count a process's open fds and, among them, sockets.
-fn count_fds(p: &mut Proc) {
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
+/// Count a process's open fds and, if asked, which of them are sockets.
+///
+/// Linux ≥ 6.2 reports the number of open fds as the size of `/proc/<pid>/fd`: one stat() instead
+/// of listing the directory. Telling sockets apart needs a readlink per fd, so only the groups
+/// whose sockets are judged (the runner and the API service) pay for it: doing it for every
+/// process of the user cost ~2 % of a core with the ~1,000 lingering conmons of a custom soak.
+fn count_fds(p: &mut Proc, sockets: bool) {
+    let dir = format!("/proc/{}/fd", p.pid);
+    if !sockets
+        && let Ok(m) = std::fs::metadata(&dir)
+        && m.len() > 0
+    {
+        p.fds = m.len();
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(&dir) else {
         return;
     };
     for e in rd.flatten() {
         p.fds += 1;
-        if std::fs::read_link(e.path())
-            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
+        if sockets
+            && std::fs::read_link(e.path())
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
         {
             p.sockets += 1;
         }
@@ -172,16 +281,6 @@ fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
-}
-
-fn all_procs(keep: &dyn Fn(u32) -> bool) -> Vec<Proc> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| read_proc(pid, keep))
-        .collect()
 }
 
 /// Pids of `root` and all its descendants.
@@ -232,15 +331,18 @@ fn classify(procs: &[Proc], targets: &Targets, ids: &UserIds) -> BTreeMap<u32, V
 
 /// Read /proc once and total the groups; CPU is the tick delta against `prev` over `dt`.
 fn take(
+    reader: &mut ProcReader,
     targets: &Targets,
     ids: &UserIds,
     prev: &mut HashMap<u32, u64>,
     dt: Duration,
 ) -> BTreeMap<String, GroupStat> {
-    let mut procs = all_procs(&|uid| ids.contains(uid));
+    let mut procs = reader.all(&|uid| ids.contains(uid));
     let groups = classify(&procs, targets, ids);
-    for p in procs.iter_mut().filter(|p| groups.contains_key(&p.pid)) {
-        count_fds(p);
+    for p in procs.iter_mut() {
+        if let Some(g) = groups.get(&p.pid) {
+            count_fds(p, g.iter().any(|g| SOCKET_GROUPS.contains(g)));
+        }
     }
     let mut out: BTreeMap<String, GroupStat> = GROUPS
         .iter()
@@ -292,6 +394,7 @@ pub struct ProcSampler {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Duration>>,
+    reader: Arc<Mutex<ProcReader>>,
     started: Instant,
     ids: UserIds,
 }
@@ -310,10 +413,13 @@ pub struct Sampled {
 impl ProcSampler {
     pub fn start(ids: UserIds, interval: Duration) -> ProcSampler {
         let shared = Arc::new(Mutex::new(Shared::default()));
+        // Shared with per-build readings, which then find the files already open.
+        let reader = Arc::new(Mutex::new(ProcReader::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let thread = {
-            let (shared, stop, ids) = (shared.clone(), stop.clone(), ids.clone());
+            let (shared, stop, ids, reader) =
+                (shared.clone(), stop.clone(), ids.clone(), reader.clone());
             std::thread::Builder::new()
                 .name("runnerlab-sampler".into())
                 .spawn(move || {
@@ -322,7 +428,8 @@ impl ProcSampler {
                     while !stop.load(Ordering::Relaxed) {
                         let targets = lock(&shared).targets.clone();
                         let now = Instant::now();
-                        let groups = take(&targets, &ids, &mut prev, now - last);
+                        let groups =
+                            take(&mut lock(&reader), &targets, &ids, &mut prev, now - last);
                         last = now;
                         {
                             let mut s = lock(&shared);
@@ -347,6 +454,7 @@ impl ProcSampler {
             shared,
             stop,
             thread: Some(thread),
+            reader,
             started,
             ids,
         }
@@ -371,7 +479,13 @@ impl ProcSampler {
     pub fn reading(&self) -> BTreeMap<String, GroupStat> {
         let c0 = thread_cpu();
         let targets = lock(&self.shared).targets.clone();
-        let r = take(&targets, &self.ids, &mut HashMap::new(), Duration::ZERO);
+        let r = take(
+            &mut lock(&self.reader),
+            &targets,
+            &self.ids,
+            &mut HashMap::new(),
+            Duration::ZERO,
+        );
         let spent = thread_cpu().saturating_sub(c0);
         lock(&self.shared).reading_cpu += spent;
         r
@@ -415,7 +529,7 @@ impl Drop for ProcSampler {
     }
 }
 
-fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -563,18 +677,26 @@ mod tests {
     #[test]
     fn this_process_is_read_and_its_tree_found() {
         let me = std::process::id();
-        let procs = all_procs(&|_| true);
+        let procs = ProcReader::new().all(&|_| true);
         let mut p = procs
             .into_iter()
             .find(|p| p.pid == me)
             .expect("own /proc entry");
-        count_fds(&mut p);
-        assert!(p.threads >= 1 && p.rss_kib > 0 && p.fds > 0);
+        let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut fast = p.clone();
+        count_fds(&mut fast, false);
+        count_fds(&mut p, true);
+        assert!(
+            p.threads >= 1 && p.rss_kib > 0 && p.fds > 0 && fast.fds > 0,
+            "{p:?} {fast:?}"
+        );
+        assert!(p.sockets >= 1, "the listener is a socket: {p:?}");
+        assert_eq!(fast.sockets, 0, "sockets are counted only when asked");
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let procs = all_procs(&|_| true);
+        let procs = ProcReader::new().all(&|_| true);
         let t = tree(&procs, me);
         child.kill().unwrap();
         child.wait().unwrap();

@@ -2,7 +2,7 @@
 //! health-checked through the Docker-compatible API the way the runner's docker executor talks to it
 //! (bollard), and stopped when dropped. There is no systemd socket activation on the target hosts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,13 @@ pub struct ApiService {
 
 impl ApiService {
     /// Start the service of `podman`'s store on `socket` and wait (deadline `timeout`) until it answers
-    /// `/_ping` and `/version`.
-    pub async fn start(podman: &Podman, socket: PathBuf, timeout: Duration) -> Result<ApiService> {
+    /// `/_ping` and `/version`. Its stderr is appended to `log`.
+    pub async fn start(
+        podman: &Podman,
+        socket: PathBuf,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<ApiService> {
         if let Some(dir) = socket.parent() {
             // podman 4.3.1 does not create the socket's directory ("bind: no such file or directory").
             if !dir.is_dir() {
@@ -40,24 +45,30 @@ impl ApiService {
             let _ = std::fs::remove_file(&socket);
         }
         let uri = format!("unix://{}", socket.display());
+        // A file, never a pipe nobody reads: a service whose warnings fill a 64 KiB pipe blocks
+        // in write(2) and every API call behind it hangs. Appended, so a restart keeps the story.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
         let child = podman
             .command(["system", "service", "--time=0", uri.as_str()])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log_file)
             .spawn()
             .context("starting podman system service")?;
         let deadline = Instant::now() + timeout;
         let mut child = child;
         loop {
             if let Some(st) = child.try_wait()? {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use tokio::io::AsyncReadExt;
-                    let _ = e.read_to_string(&mut err).await;
-                }
+                let err = std::fs::read(log).unwrap_or_default();
+                let err = String::from_utf8_lossy(err.get(log_start as usize..).unwrap_or(&[]));
                 bail!(
-                    "podman system service exited ({st}) before answering: {}",
-                    err.trim()
+                    "podman system service exited ({st}) before answering: {}\n  (log: {})",
+                    err.trim(),
+                    log.display()
                 );
             }
             // bollard refuses to build a client for a socket that does not exist (yet); rootless

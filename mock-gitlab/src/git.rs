@@ -97,12 +97,16 @@ fn run(mut cmd: Command, what: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The directory of a fixture that holds its submodules' fixtures (`.submodules/<name>/`): each
+/// becomes a project of its own and a gitlink in the fixture's repository.
+pub const SUBMODULES_DIR: &str = ".submodules";
+
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if name == ".git" {
+        if name == ".git" || name == SUBMODULES_DIR {
             continue;
         }
         let src = entry.path();
@@ -125,12 +129,23 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A submodule of a fixture: a gitlink at `path` to `sha`, cloned from `url` (relative to the
+/// superproject's URL, as GitLab users write them, so the job's credentials carry over).
+#[derive(Clone, Debug)]
+pub struct Gitlink {
+    pub path: String,
+    pub url: String,
+    pub sha: String,
+}
+
 /// Turn a fixture directory into `<data_dir>/repos/<path>.git` with one commit
-/// on `main` made with a fixed identity and date. Returns (bare repo, sha).
+/// on `main` made with a fixed identity and date, with `submodules` as gitlinks and
+/// `.gitmodules`. Returns (bare repo, sha).
 pub fn create_bare_repo(
     data_dir: &Path,
     path: &str,
     fixture_dir: &Path,
+    submodules: &[Gitlink],
 ) -> anyhow::Result<(PathBuf, String)> {
     validate_project_path(path)?;
     if !fixture_dir.is_dir() {
@@ -148,10 +163,31 @@ pub fn create_bare_repo(
     let mut c = git(data_dir);
     c.arg("init").arg("-q").arg("-b").arg("main").arg(&work);
     run(c, "git init")?;
+    if !submodules.is_empty() {
+        let mut text = String::new();
+        for m in submodules {
+            text.push_str(&format!(
+                "[submodule \"{0}\"]\n\tpath = {0}\n\turl = {1}\n",
+                m.path, m.url
+            ));
+        }
+        std::fs::write(work.join(".gitmodules"), text)?;
+    }
     let mut c = git(data_dir);
     c.current_dir(&work)
         .args(["-c", "core.autocrlf=false", "add", "-A"]);
     run(c, "git add")?;
+    for m in submodules {
+        // A gitlink is an index entry of mode 160000 naming the submodule's commit.
+        let mut c = git(data_dir);
+        c.current_dir(&work).args([
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{},{}", m.sha, m.path),
+        ]);
+        run(c, "git update-index (submodule)")?;
+    }
     let mut c = git(data_dir);
     c.current_dir(&work)
         .env("GIT_AUTHOR_NAME", COMMIT_AUTHOR_NAME)
@@ -337,9 +373,11 @@ pub(crate) async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Res
         let Some(ps) = st.projects.get(&project) else {
             return unauthorized();
         };
+        // A running job's token reads its own project and the projects that allow it (its
+        // submodules), like GitLab's job token allowlist.
         let token_ok = user == "gitlab-ci-token"
             && st.jobs.values().any(|j| {
-                j.record.project == project
+                (j.record.project == project || ps.readable_by.contains(&j.record.project))
                     && j.record.status == JobStatus::Running
                     && crate::api::ct_eq(&j.token, &password)
             });

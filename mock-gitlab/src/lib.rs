@@ -300,12 +300,41 @@ impl MockGitlab {
 
     /// Import a fixture directory as project `path` (`group/name`): one
     /// commit on `main` with a fixed author and date, so the SHA is stable.
+    ///
+    /// Each `.submodules/<name>/` of the fixture becomes project `group/<project>-<name>` and a
+    /// submodule at `<name>` with the relative URL `../<project>-<name>.git`; jobs of this project
+    /// may clone it with their job token.
     pub fn add_project(&self, path: &str, fixture_dir: &Path) -> anyhow::Result<Project> {
         git::validate_project_path(path)?;
         if self.inner.lock().projects.contains_key(path) {
             return Err(anyhow!("project {path} already exists"));
         }
-        let (bare, sha) = git::create_bare_repo(&self.inner.data_dir, path, fixture_dir)?;
+        let mut submodules = Vec::new();
+        let subs_dir = fixture_dir.join(git::SUBMODULES_DIR);
+        if subs_dir.is_dir() {
+            let mut names: Vec<String> = std::fs::read_dir(&subs_dir)?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            let (group, name) = path.rsplit_once('/').unwrap_or(("", path));
+            for sub in names {
+                let sub_project = format!("{name}-{sub}");
+                let sub_path = format!("{group}/{sub_project}");
+                let p = self.add_project(&sub_path, &subs_dir.join(&sub))?;
+                if let Some(ps) = self.inner.lock().projects.get_mut(&sub_path) {
+                    ps.readable_by.push(path.to_string());
+                }
+                submodules.push(git::Gitlink {
+                    path: sub,
+                    url: format!("../{sub_project}.git"),
+                    sha: p.sha,
+                });
+            }
+        }
+        let (bare, sha) =
+            git::create_bare_repo(&self.inner.data_dir, path, fixture_dir, &submodules)?;
         let mut st = self.inner.lock();
         let id = st.next_project_id;
         st.next_project_id += 1;
@@ -321,9 +350,10 @@ impl MockGitlab {
                 bare_repo: bare,
                 pipeline_iid: 0,
                 variables: Vec::new(),
+                readable_by: Vec::new(),
             },
         );
-        tracing::info!(project = %path, id, sha = %project.sha, "project added");
+        tracing::info!(project = %path, id, sha = %project.sha, submodules = submodules.len(), "project added");
         Ok(project)
     }
 

@@ -358,6 +358,9 @@ pub(crate) struct ProjectState {
     pub pipeline_iid: u64,
     /// Project CI/CD variables, in the order they were set.
     pub variables: Vec<Variable>,
+    /// Projects whose jobs' tokens may clone this one (it is their submodule): GitLab's job token
+    /// allowlist. A project's own jobs always may.
+    pub readable_by: Vec<String>,
 }
 
 pub(crate) struct Job {

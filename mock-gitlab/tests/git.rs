@@ -298,3 +298,64 @@ async fn pushes_are_refused_and_tokens_expire_with_the_job() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A fixture's `.submodules/<name>/` becomes a project and a gitlink with a relative URL; the
+/// superproject's job token clones both (`--recurse-submodules`, as the runner's
+/// `GIT_SUBMODULE_STRATEGY: normal` does), and no other project's token reads the submodule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submodules_are_projects_the_superprojects_job_token_reads() {
+    let lab = Lab::start().await;
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    lab.mock
+        .add_project("group/submodules", &fixture("submodules"))
+        .unwrap();
+    lab.mock
+        .add_project("group/hello", &fixture("hello"))
+        .unwrap();
+    lab.mock
+        .create_pipeline("group/submodules", "main")
+        .unwrap();
+    let job = lab.take_job(&runner.token).await;
+    let token = job["token"].as_str().unwrap();
+    let port = lab.mock.local_url().rsplit(':').next().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("http://gitlab-ci-token:{token}@127.0.0.1:{port}/group/submodules.git");
+    ok(&git(
+        tmp.path(),
+        &[
+            "-c",
+            "protocol.file.allow=never",
+            "clone",
+            "-q",
+            "--recurse-submodules",
+            &url,
+            "sup",
+        ],
+    )
+    .await);
+    let sup = tmp.path().join("sup");
+    let greeting = std::fs::read_to_string(sup.join("lib/greeting.txt")).unwrap();
+    assert_eq!(greeting.trim(), "hello from the submodule");
+    let gitmodules = std::fs::read_to_string(sup.join(".gitmodules")).unwrap();
+    assert!(
+        gitmodules.contains("url = ../submodules-lib.git"),
+        "{gitmodules}"
+    );
+    // The fixture's .submodules directory is not part of the superproject's tree.
+    assert!(!sup.join(".submodules").exists());
+
+    // A job of another project cannot read the submodule with its token.
+    lab.mock.create_pipeline("group/hello", "main").unwrap();
+    let other = lab.take_job(&runner.token).await;
+    let other_token = other["token"].as_str().unwrap();
+    let url =
+        format!("http://gitlab-ci-token:{other_token}@127.0.0.1:{port}/group/submodules-lib.git");
+    let o = git(tmp.path(), &["clone", "-q", &url, "lib"]).await;
+    assert!(
+        !o.status.success(),
+        "another project's token read the submodule"
+    );
+    // While its own project stays readable to it.
+    let url = format!("http://gitlab-ci-token:{other_token}@127.0.0.1:{port}/group/hello.git");
+    ok(&git(tmp.path(), &["clone", "-q", &url, "hello"]).await);
+}

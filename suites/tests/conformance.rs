@@ -63,6 +63,8 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
 #[case::before_script_failure("before-script-failure")]
 #[case::concurrent_jobs("concurrent-jobs")]
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
+#[case::git_submodules("git-submodules")]
+#[case::gitconfig_home("gitconfig-home")]
 #[case::podman_build("podman-build")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode(

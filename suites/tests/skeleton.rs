@@ -107,11 +107,18 @@ async fn the_rootless_api_service_starts_answers_like_docker_and_stops() -> anyh
     use runnerlab::service::ApiService;
     let podman = runnerlab::podman::Podman::lab()?;
     let user = podman.user().expect("rootless").clone();
-    let socket = user
-        .runtime_dir()
-        .join(format!("podman/{}.sock", runnerlab::lab::new_run_id()));
-    let mut svc =
-        ApiService::start(&podman, socket.clone(), std::time::Duration::from_secs(30)).await?;
+    let run = runnerlab::lab::new_run_id();
+    let socket = user.runtime_dir().join(format!("podman/{run}.sock"));
+    let out = runnerlab::paths::run_output_dir(&run);
+    std::fs::create_dir_all(&out)?;
+    let log = out.join("podman-api.log");
+    let mut svc = ApiService::start(
+        &podman,
+        socket.clone(),
+        &log,
+        std::time::Duration::from_secs(30),
+    )
+    .await?;
     assert!(svc.is_running());
     // The docker-compat API version the runner's docker executor negotiates with.
     assert!(
