@@ -1187,7 +1187,7 @@ async fn no_leftovers_after_jobs(lab: &Lab) -> Result<Outcome> {
 ///   overlayfs, and fuse-overlayfs would need /dev/fuse (0600 root on the host). A tmpfs goes with
 ///   the container, so nothing outlives the job unlabelled (an anonymous volume would);
 /// - the builder archive, bind-mounted read-only (no registry; see `forge::pinp::ensure_archive`).
-fn pinp_extras(mode: Executor, pinp: &PinpImages) -> (RunnerExtras, String) {
+pub(crate) fn pinp_extras(mode: Executor, pinp: &PinpImages) -> (RunnerExtras, String) {
     let archive = format!("{}:{ARCHIVE_IN_JOB}:ro", pinp.archive.display());
     match mode {
         Executor::Shell => (

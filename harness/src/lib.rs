@@ -6,6 +6,7 @@
 //! [`reaper`] removes what killed runs left, and [`redact`] keeps secrets out of everything.
 
 pub mod bench;
+pub mod bench_pinp;
 pub mod conformance;
 pub mod forge;
 pub mod host;

@@ -64,6 +64,10 @@ enum Cmd {
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
         executors: Vec<String>,
+        /// Instead: `podman build` of the go-multistage fixture inside a job (per mode) against the
+        /// same build on the host, side by side, `--jobs` times.
+        #[arg(long)]
+        pinp: bool,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -309,9 +313,24 @@ async fn real_main(cli: Cli) -> Result<bool> {
         Cmd::Bench {
             jobs,
             executors,
+            pinp,
             runner,
         } => {
             let modes = parse_executors(&executors)?;
+            if pinp {
+                let report = runnerlab::bench_pinp::run(&modes, jobs, &runner.options()?).await?;
+                print!("{report}");
+                let out = runnerlab::paths::run_output_dir(&format!(
+                    "bench-pinp-{}",
+                    time::OffsetDateTime::now_utc().unix_timestamp()
+                ));
+                runnerlab::paths::write_atomic(
+                    &out.join("bench-pinp.json"),
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+                println!("bench-pinp.json: {}", out.join("bench-pinp.json").display());
+                return Ok(true);
+            }
             let (report, dir) = bench::run(jobs, &modes, &runner.options()?).await?;
             print!("{report}");
             println!("bench.json: {}", dir.join("bench.json").display());
