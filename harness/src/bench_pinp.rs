@@ -91,7 +91,9 @@ pub async fn run(modes: &[Executor], reps: usize, runner: &GetOptions) -> Result
         .context("the PinP benchmark needs the rootless lab user")?
         .clone();
     // The build context, readable by the lab user (the checkout may not be).
-    let ctx = tempfile::Builder::new().prefix("runnerlab-pinp-").tempdir()?;
+    let ctx = tempfile::Builder::new()
+        .prefix("runnerlab-pinp-")
+        .tempdir()?;
     for f in ["Containerfile", "main.go"] {
         let src = crate::paths::fixtures()
             .join("projects")

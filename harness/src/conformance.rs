@@ -404,18 +404,23 @@ pub struct SuiteOptions {
     pub only: Vec<String>,
     /// How many modes run at the same time, each on its own lab.
     pub parallel: usize,
+    /// Docker mode with the runner on the host instead of in a container.
+    pub runner_on_host: bool,
 }
 
 /// Run every applicable case in every mode on one lab per mode, and write the report.
 pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, std::path::PathBuf)> {
-    use crate::report::{CaseResult, Report, SCHEMA};
+    use crate::report::{Report, SCHEMA};
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let runner = crate::forge::runner::get(&opts.runner).await?;
     let podman = crate::podman::Podman::lab()?;
-    let environment = environment(&podman, &runner).await?;
+    let mut environment = environment(&podman, &runner).await?;
+    if opts.runner_on_host {
+        environment.runner.placement = "host".into();
+    }
     let run_id = crate::lab::new_run_id();
     let out = crate::paths::run_output_dir(&run_id);
     std::fs::create_dir_all(&out)?;
@@ -446,7 +451,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     };
     // Modes run side by side, `parallel` at a time: a case mostly waits (for the runner, for
     // containers), so two labs on two cores take little longer than one.
-    let per_mode: Vec<(Vec<CaseResult>, Vec<(&'static str, &'static str, String)>)> = {
+    let per_mode: Vec<ModeResults> = {
         use futures_util::StreamExt;
         let (selected, out, bar, say) = (&selected, &out, &bar, &say);
         let mut runs =
@@ -518,6 +523,7 @@ async fn run_mode(
     bar.set_message(format!("starting a {mode} lab"));
     let mut lopts = crate::lab::LabOptions::new(mode);
     lopts.runner = opts.runner.clone();
+    lopts.runner_on_host = opts.runner_on_host;
     let lab = match crate::lab::Lab::start_with(lopts).await {
         Ok(l) => l,
         Err(e) => {
@@ -556,7 +562,7 @@ async fn run_mode(
                 if let Some(r) = &o.run {
                     for j in &r.jobs {
                         let src = r.trace_path(&r.out_dir, &j.name);
-                        let dst = r.trace_path(&out, &j.name);
+                        let dst = r.trace_path(out, &j.name);
                         if let Ok(bytes) = std::fs::read(&src) {
                             crate::paths::write_atomic(&dst, &bytes)?;
                         }
@@ -657,6 +663,7 @@ pub async fn environment(
                 .as_ref()
                 .map(|c| format!("{}@{}", c.name, &c.hash[..12])),
             describe: p.describe(),
+            placement: "container".into(),
         },
         podman: PodmanEnv {
             version: get(0),

@@ -88,6 +88,9 @@ pub struct LabOptions {
     /// A store other than the lab user's own (same user, other `--root`): images are built into it
     /// and everything runs there. See `loopstore`.
     pub store: Option<Podman>,
+    /// Docker mode only: the runner runs on the host as the lab user (see `hostrunner`) instead of
+    /// in a container with the socket's directory mounted.
+    pub runner_on_host: bool,
 }
 
 impl LabOptions {
@@ -100,6 +103,7 @@ impl LabOptions {
             extras: RunnerExtras::default(),
             check_interval: None,
             store: None,
+            runner_on_host: false,
         }
     }
 }
@@ -150,12 +154,29 @@ struct RunGuard {
     podman: Podman,
     out_dir: PathBuf,
     runner_ctr: Mutex<Option<String>>,
+    /// The host runner's pid and raw log (runner on the host).
+    host_runner: Mutex<Option<(u32, PathBuf)>>,
     /// Resources the runner made without our label (docker executor cache volumes, networks).
     foreign: Mutex<Option<reaper::RunRecord>>,
 }
 
 impl RunGuard {
     fn cleanup(&self) -> Result<Resources> {
+        if let Some((pid, raw)) = self
+            .host_runner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            // The runner first, as for the container below; its log is kept scrubbed.
+            crate::hostrunner::kill_now(pid);
+            if let Ok(log) = std::fs::read(&raw) {
+                let _ = paths::write_atomic(
+                    &self.out_dir.join("runner.log"),
+                    scrub(&String::from_utf8_lossy(&log)).as_bytes(),
+                );
+            }
+        }
         if let Some(ctr) = self
             .runner_ctr
             .lock()
@@ -222,6 +243,8 @@ pub struct Lab {
     images: LabImages,
     registered: CreatedRunner,
     runner_ctr: String,
+    /// Set when the runner runs on the host (`runner_ctr` is then empty).
+    host_runner: Option<crate::hostrunner::HostRunner>,
     config_volume: String,
     projects: Mutex<HashMap<String, String>>,
     out_dir: PathBuf,
@@ -265,6 +288,7 @@ impl Lab {
             podman: podman.clone(),
             out_dir: out_dir.clone(),
             runner_ctr: Mutex::new(None),
+            host_runner: Mutex::new(None),
             foreign: Mutex::new(None),
         };
         let data = tempfile::Builder::new()
@@ -307,87 +331,149 @@ impl Lab {
             rec.save()?;
             *guard.foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(rec);
         }
-        let labels = [
-            "--label".to_owned(),
-            format!("{RUN_LABEL}={run_id}"),
-            "--label".to_owned(),
-            format!("{OWNER_LABEL}={owner}"),
-        ];
-        let config_volume = format!("{run_id}-config");
-        let mut args: Vec<String> = vec!["volume".into(), "create".into()];
-        args.extend(labels.iter().cloned());
-        args.push(config_volume.clone());
-        podman.run(&args).await?;
-
-        // A short-lived container of the runner image on the config volume (register, configure).
-        let one_shot = |name: &str, entrypoint: Option<&str>, cmd: &[&str]| -> Vec<String> {
-            let mut a: Vec<String> = vec![
-                "run".into(),
-                "--rm".into(),
-                "--name".into(),
-                format!("{run_id}-{name}"),
-            ];
-            a.extend(labels.iter().cloned());
-            a.extend(common_run_args(&config_volume));
-            a.extend(mode.run_args.iter().cloned());
-            if let Some(e) = entrypoint {
-                a.extend(["--entrypoint".into(), e.to_owned()]);
-            }
-            a.push(mode.image.clone());
-            a.extend(cmd.iter().map(|s| s.to_string()));
-            a
-        };
-        let url = mock.external_url();
         let name = format!("{run_id}-runner");
-        let mut reg: Vec<&str> = vec![
-            "register",
-            "--non-interactive",
-            "--url",
-            &url,
-            "--token",
-            &registered.token,
-            "--executor",
-            opts.executor.name(),
-            "--name",
-            &name,
-        ];
-        // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
-        reg.extend(["--output-limit", "16384"]);
-        reg.extend(mode.register_args.iter().map(String::as_str));
-        let register = podman
-            .run(one_shot("register", None, &reg))
-            .await
-            .context("gitlab-runner register")?;
-        let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
-        // Global settings are not register flags: set them in the config volume.
-        let mut global = Vec::new();
-        if opts.concurrent != 1 {
-            global.push(("concurrent", opts.concurrent));
-        }
-        if let Some(n) = opts.check_interval {
-            global.push(("check_interval", n));
-        }
-        for (key, n) in global {
-            let script = format!(
-                "sed -i 's/^{key} = .*/{key} = {n}/' /etc/gitlab-runner/config.toml && \
-                 grep -qx '{key} = {n}' /etc/gitlab-runner/config.toml"
-            );
-            podman
-                .run(one_shot("configure", Some("sh"), &["-c", &script]))
+        let (runner_ctr, config_volume, register_output, host_runner) = if opts.runner_on_host {
+            if opts.executor != Executor::Docker {
+                bail!(
+                    "the runner on the host is a docker-executor deployment; {} mode runs it in a container",
+                    opts.executor
+                );
+            }
+            let dir = mode
+                .socket_dir
+                .as_ref()
+                .context("docker mode has a socket directory")?;
+            let user = podman
+                .user()
+                .context("the runner on the host runs as the rootless lab user")?;
+            let hr = crate::hostrunner::HostRunner::prepare(user, &dir.0, &runner.runner_bin())?;
+            let port = mock
+                .local_url()
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let url = format!("http://{}:{port}", crate::hostrunner::GITLAB_HOST);
+            let cfg = hr.config().to_string_lossy().into_owned();
+            let extra_host = format!("{}:10.0.2.2", crate::hostrunner::GITLAB_HOST);
+            let mut reg: Vec<&str> = vec![
+                "register",
+                "--config",
+                &cfg,
+                "--non-interactive",
+                "--url",
+                &url,
+                "--token",
+                &registered.token,
+                "--executor",
+                "docker",
+                "--name",
+                &name,
+                "--output-limit",
+                "16384",
+                // Job and helper containers reach the same name on the host's loopback.
+                "--docker-extra-hosts",
+                &extra_host,
+            ];
+            reg.extend(mode.register_args.iter().map(String::as_str));
+            let out = hr
+                .exec(&reg)
                 .await
-                .with_context(|| format!("setting {key} = {n} in the runner's config.toml"))?;
-        }
+                .context("gitlab-runner register (on the host)")?;
+            if opts.concurrent != 1 {
+                hr.set_global("concurrent", opts.concurrent)?;
+            }
+            if let Some(n) = opts.check_interval {
+                hr.set_global("check_interval", n)?;
+            }
+            let pid = hr.start().await?;
+            *guard.host_runner.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((pid, hr.raw_log()));
+            (String::new(), String::new(), scrub(&out), Some(hr))
+        } else {
+            let labels = [
+                "--label".to_owned(),
+                format!("{RUN_LABEL}={run_id}"),
+                "--label".to_owned(),
+                format!("{OWNER_LABEL}={owner}"),
+            ];
+            let config_volume = format!("{run_id}-config");
+            let mut args: Vec<String> = vec!["volume".into(), "create".into()];
+            args.extend(labels.iter().cloned());
+            args.push(config_volume.clone());
+            podman.run(&args).await?;
 
-        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
-        args.extend(labels.iter().cloned());
-        args.extend(common_run_args(&config_volume));
-        args.extend(mode.run_args.iter().cloned());
-        args.push(mode.image.clone());
-        podman
-            .run(&args)
-            .await
-            .context("starting the runner container")?;
-        *guard.runner_ctr.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+            // A short-lived container of the runner image on the config volume (register, configure).
+            let one_shot = |name: &str, entrypoint: Option<&str>, cmd: &[&str]| -> Vec<String> {
+                let mut a: Vec<String> = vec![
+                    "run".into(),
+                    "--rm".into(),
+                    "--name".into(),
+                    format!("{run_id}-{name}"),
+                ];
+                a.extend(labels.iter().cloned());
+                a.extend(common_run_args(&config_volume));
+                a.extend(mode.run_args.iter().cloned());
+                if let Some(e) = entrypoint {
+                    a.extend(["--entrypoint".into(), e.to_owned()]);
+                }
+                a.push(mode.image.clone());
+                a.extend(cmd.iter().map(|s| s.to_string()));
+                a
+            };
+            let url = mock.external_url();
+            let mut reg: Vec<&str> = vec![
+                "register",
+                "--non-interactive",
+                "--url",
+                &url,
+                "--token",
+                &registered.token,
+                "--executor",
+                opts.executor.name(),
+                "--name",
+                &name,
+            ];
+            // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
+            reg.extend(["--output-limit", "16384"]);
+            reg.extend(mode.register_args.iter().map(String::as_str));
+            let register = podman
+                .run(one_shot("register", None, &reg))
+                .await
+                .context("gitlab-runner register")?;
+            let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
+            // Global settings are not register flags: set them in the config volume.
+            let mut global = Vec::new();
+            if opts.concurrent != 1 {
+                global.push(("concurrent", opts.concurrent));
+            }
+            if let Some(n) = opts.check_interval {
+                global.push(("check_interval", n));
+            }
+            for (key, n) in global {
+                let script = format!(
+                    "sed -i 's/^{key} = .*/{key} = {n}/' /etc/gitlab-runner/config.toml && \
+                     grep -qx '{key} = {n}' /etc/gitlab-runner/config.toml"
+                );
+                podman
+                    .run(one_shot("configure", Some("sh"), &["-c", &script]))
+                    .await
+                    .with_context(|| format!("setting {key} = {n} in the runner's config.toml"))?;
+            }
+
+            let mut args: Vec<String> =
+                vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
+            args.extend(labels.iter().cloned());
+            args.extend(common_run_args(&config_volume));
+            args.extend(mode.run_args.iter().cloned());
+            args.push(mode.image.clone());
+            podman
+                .run(&args)
+                .await
+                .context("starting the runner container")?;
+            *guard.runner_ctr.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+            (name, config_volume, register_output, None)
+        };
 
         let lab = Lab {
             run_id,
@@ -396,7 +482,8 @@ impl Lab {
             runner,
             images,
             registered,
-            runner_ctr: name,
+            runner_ctr,
+            host_runner,
             config_volume,
             projects: Mutex::new(HashMap::new()),
             out_dir,
@@ -423,12 +510,15 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let logs = self
-                    .podman
-                    .run(["logs", "--tail", "30", &self.runner_ctr])
-                    .await
-                    .map(|o| format!("{}{}", o.stdout, o.stderr))
-                    .unwrap_or_default();
+                let logs = match &self.host_runner {
+                    Some(h) => h.log_tail(30),
+                    None => self
+                        .podman
+                        .run(["logs", "--tail", "30", &self.runner_ctr])
+                        .await
+                        .map(|o| format!("{}{}", o.stdout, o.stderr))
+                        .unwrap_or_default(),
+                };
                 bail!(
                     "the runner did not ask mock-gitlab for a job within {timeout:?}; last runner log lines:\n{}",
                     scrub(&logs)
@@ -490,8 +580,15 @@ impl Lab {
         inv.matching_any(&labels)
     }
 
-    /// Host pid of the runner container's main process (`gitlab-runner run`).
+    /// Host pid of the runner container's main process (`gitlab-runner run`), or of the runner on
+    /// the host.
     pub async fn runner_pid(&self) -> Result<u32> {
+        if let Some(h) = &self.host_runner {
+            return h
+                .pid()
+                .await
+                .context("the runner on the host is not running");
+        }
         let pid = self
             .podman
             .text(["inspect", "--format", "{{.State.Pid}}", &self.runner_ctr])
@@ -565,8 +662,13 @@ impl Lab {
     pub fn images(&self) -> &LabImages {
         &self.images
     }
+    /// The runner container's name; empty when the runner runs on the host.
     pub fn runner_container(&self) -> &str {
         &self.runner_ctr
+    }
+    /// Whether the runner runs on the host rather than in a container.
+    pub fn runner_on_host(&self) -> bool {
+        self.host_runner.is_some()
     }
     pub fn config_volume(&self) -> &str {
         &self.config_volume
@@ -590,6 +692,12 @@ impl Lab {
 
     /// Run `gitlab-runner ARGS…` inside the running runner container (like `podman exec`).
     pub async fn exec_runner(&self, args: &[&str]) -> Result<String> {
+        if let Some(h) = &self.host_runner {
+            let cfg = h.config().to_string_lossy().into_owned();
+            let mut a = args.to_vec();
+            a.extend(["--config", &cfg]);
+            return Ok(scrub(&strip_ansi(&h.exec(&a).await?)));
+        }
         let mut a = vec!["exec", &self.runner_ctr, "gitlab-runner"];
         a.extend_from_slice(args);
         let out = self.podman.run(a).await?;
@@ -599,9 +707,19 @@ impl Lab {
     /// Restart the runner container and wait until it polls again (config must come from the volume).
     pub async fn restart_runner(&self) -> Result<()> {
         let before = self.poll_count();
-        self.podman
-            .run(["restart", "-t", "5", &self.runner_ctr])
-            .await?;
+        if let Some(h) = &self.host_runner {
+            h.stop(Duration::from_secs(5)).await;
+            let pid = h.start().await?;
+            *self
+                .guard
+                .host_runner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((pid, h.raw_log()));
+        } else {
+            self.podman
+                .run(["restart", "-t", "5", &self.runner_ctr])
+                .await?;
+        }
         self.wait_polls_beyond(before, Duration::from_secs(60))
             .await
     }

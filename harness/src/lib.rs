@@ -10,6 +10,7 @@ pub mod bench_pinp;
 pub mod conformance;
 pub mod forge;
 pub mod host;
+pub mod hostrunner;
 pub mod lab;
 pub mod loopstore;
 pub mod paths;

@@ -51,6 +51,10 @@ enum Cmd {
         /// How many executor modes run at the same time, each on its own lab (1: one after another).
         #[arg(long, default_value_t = 2)]
         parallel: usize,
+        /// Run the runner on the host (as the lab user) instead of in a container; docker mode
+        /// only. The report's environment says which.
+        #[arg(long)]
+        runner_on_host: bool,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -283,6 +287,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
             executors,
             cases,
             parallel,
+            runner_on_host,
             runner,
         } => {
             let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
@@ -296,7 +301,14 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 runner: runner.options()?,
                 only: cases,
                 parallel,
+                runner_on_host,
             };
+            if runner_on_host && opts.modes != [Executor::Docker] {
+                bail!(
+                    "--runner-on-host is a docker-executor deployment: add `-e docker`\n  \
+                     (shell and custom modes always run the runner in a container)"
+                );
+            }
             let (report, dir) = conformance::run_suite(&opts).await?;
             let counts = report.counts();
             println!("runner: {}", report.environment.runner.describe);

@@ -135,14 +135,16 @@ fn reap_socket_dirs(user: &crate::podman::LabUser, all: bool) {
         }
         let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
         if all || !owner_alive(owner.trim()) {
-            // A killed harness leaves its API service running (reparented to init).
+            // A killed harness leaves its API service (and a runner on the host) running,
+            // reparented to init.
             stop_services_in(&dir);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }
 
-/// Stop every `podman system service` listening on a socket under `dir` (SIGTERM, then SIGKILL).
+/// Stop every `podman system service` listening on a socket under `dir`, and every runner on the
+/// host run from a binary under it (SIGTERM, then SIGKILL).
 fn stop_services_in(dir: &std::path::Path) {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(rd) = std::fs::read_dir("/proc") else {
@@ -157,9 +159,12 @@ fn stop_services_in(dir: &std::path::Path) {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            args.windows(2)
+            let service = args
+                .windows(2)
                 .any(|w| w[0] == "system" && w[1] == "service")
-                && args.iter().any(|a| a.contains(&needle))
+                && args.iter().any(|a| a.contains(&needle));
+            let host_runner = args.first().is_some_and(|a| a.starts_with(&needle));
+            service || host_runner
         })
         .collect();
     for (sig, wait) in [(libc::SIGTERM, 50), (libc::SIGKILL, 20)] {
@@ -172,7 +177,7 @@ fn stop_services_in(dir: &std::path::Path) {
             return;
         }
         for p in &alive {
-            // SAFETY: kill(2) on pids we just found serving this dead run's socket.
+            // SAFETY: kill(2) on pids we just found serving this dead run's socket or directory.
             unsafe {
                 libc::kill(*p, sig);
             }

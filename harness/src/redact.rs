@@ -127,7 +127,21 @@ pub fn normalize_for_snapshot(trace: &str) -> String {
         let re = Regex::new(pat).expect("snapshot filter regex");
         out = re.replace_all(&out, rep).into_owned();
     }
+    // A runner on the host says "Running on … via <this machine's hostname>...".
+    if let Some(h) = hostname().filter(|h| !h.is_empty()) {
+        out = out.replace(&format!(" via {h}..."), " via [HOSTNAME]...");
+    }
     out
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub struct RunnerEnv {
     pub source: String,
     pub compat: Option<String>,
     pub describe: String,
+    /// Where the runner ran: `container` (the socket's directory mounted into it) or `host` (the
+    /// docker mode's runner on the host, as the lab user).
+    pub placement: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -162,9 +165,14 @@ impl Report {
         let e = &self.environment;
         let mut s = format!(
             "# runnerlab conformance report `{}`\n\n\
-             - runner: **{}**\n- podman: {} ({}, runtime {}, cgroup {}, network {}, uid map {})\n- kernel: {}\n- started: {}, took {:.1}s\n\n",
+             - runner: **{}**, {}\n- podman: {} ({}, runtime {}, cgroup {}, network {}, uid map {})\n- kernel: {}\n- started: {}, took {:.1}s\n\n",
             self.run_id,
             e.runner.describe,
+            if e.runner.placement == "host" {
+                "on the host (as the lab user)"
+            } else {
+                "in a container"
+            },
             e.podman.version,
             if e.podman.rootless {
                 "rootless"
@@ -339,6 +347,7 @@ mod tests {
                     compat: Some("19.4.0@abc".into()),
                     describe: "19.4.0 (fc1f1862) built from module v1 with compat layer 19.4.0@abc"
                         .into(),
+                    placement: "container".into(),
                 },
                 podman: PodmanEnv {
                     version: "4.3.1".into(),

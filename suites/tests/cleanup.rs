@@ -93,3 +93,52 @@ fn rand_u16() -> u16 {
         .subsec_nanos();
     (std::process::id() as u16) ^ (nanos as u16)
 }
+
+/// A killed harness leaves a runner on the host running (reparented to init) in its lab's socket
+/// directory: the reaper stops it and removes the directory, as it does for the API service.
+#[tokio::test]
+async fn the_reaper_stops_the_host_runner_of_a_dead_run() -> anyhow::Result<()> {
+    let podman = Podman::lab()?;
+    let user = podman.user().expect("the lab store is rootless").clone();
+    let dir = user
+        .runtime_dir()
+        .join("podman")
+        .join(format!("rl-dead{:04x}", rand_u16()));
+    std::fs::create_dir_all(dir.join("runner"))?;
+    let mut gone = std::process::Command::new("true").spawn()?;
+    let pid = gone.id();
+    let start = runnerlab::podman::process_start_time(pid).unwrap_or(1);
+    gone.wait()?;
+    std::fs::write(dir.join("owner"), format!("{pid}:{start}"))?;
+    // Where `hostrunner` puts the runner's binary; any long-running program stands in for it.
+    let bin = dir.join("runner/gitlab-runner");
+    std::fs::copy("/bin/sleep", &bin)?;
+    let mut runner = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .arg(&bin)
+        .arg("300")
+        .spawn()?;
+    reaper::reap_dead(std::slice::from_ref(&podman));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = runner.try_wait()? {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = runner.kill();
+            let _ = runner.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let dir_left = dir.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        status.is_some(),
+        "the reaper left the dead run's host runner running"
+    );
+    assert!(!dir_left, "the reaper left {}", dir.display());
+    Ok(())
+}

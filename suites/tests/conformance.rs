@@ -6,15 +6,22 @@
 
 use rstest::rstest;
 use runnerlab::conformance;
+use runnerlab::lab::LabOptions;
 use runnerlab::{Executor, Lab};
 
 async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
+    check_on(name, LabOptions::new(mode), mode.name()).await
+}
+
+/// Run case `name` on a lab started with `opts`; snapshots are named `<case>.<variant>.<job>`.
+async fn check_on(name: &str, opts: LabOptions, variant: &str) -> anyhow::Result<()> {
+    let mode = opts.executor;
     let case = conformance::case(name).expect("case exists");
     assert!(
         case.modes.contains(&mode),
         "{name} does not apply to {mode}: list it under the right test"
     );
-    let lab = Lab::start(mode).await?;
+    let lab = Lab::start_with(opts).await?;
     let result = (case.run)(&lab).await;
     let outcome = match (result, case.known_in(mode)) {
         (Ok(o), None) => o,
@@ -34,7 +41,7 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
     if let (Some(run), true) = (&outcome.run, outcome.snapshot) {
         for job in &run.jobs {
             let view = run.job(&job.name);
-            insta::assert_snapshot!(format!("{name}.{mode}.{}", job.name), view.snapshot());
+            insta::assert_snapshot!(format!("{name}.{variant}.{}", job.name), view.snapshot());
         }
     }
     Ok(())
@@ -118,4 +125,21 @@ fn every_case_is_listed() {
             c.name
         );
     }
+}
+
+/// The docker executor with the runner on the host (as the lab user, `url` reached by name from the
+/// host and from job containers) instead of in a container: the other deployment users have.
+#[rstest]
+#[case::hello("hello")]
+#[case::config_survives_restart("config-survives-restart")]
+#[case::artifacts_between_stages("artifacts-between-stages")]
+#[case::cache_between_jobs("cache-between-jobs")]
+#[case::services_by_alias("services-by-alias")]
+#[case::git_submodules("git-submodules")]
+#[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_runner_on_host(#[case] name: &str) -> anyhow::Result<()> {
+    let mut opts = LabOptions::new(Executor::Docker);
+    opts.runner_on_host = true;
+    check_on(name, opts, "docker-host").await
 }
