@@ -183,6 +183,14 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(services_by_alias(lab)),
         },
         Case {
+            name: "redis-service",
+            about: "a real service (Redis from Debian's package) is reached by its alias; the job \
+                    writes and reads a key",
+            modes: CONTAINERS,
+            known: &[],
+            run: |lab| Box::pin(redis_service(lab)),
+        },
+        Case {
             name: "git-strategy-clone",
             about: "GIT_STRATEGY=clone checks out the pipeline's commit into a fresh repository every time",
             modes: ALL,
@@ -945,6 +953,23 @@ async fn services_by_alias(lab: &Lab) -> Result<Outcome> {
     let run = lab.pipeline("services").run().await?;
     let job = job_ended(&run, "svc-lookup", "success")?;
     ensure_trace_has(&job.trace(), &[" svc"])?;
+    Ok(outcome(run))
+}
+
+async fn redis_service(lab: &Lab) -> Result<Outcome> {
+    crate::forge::services::ensure_redis(lab.images(), lab.podman()).await?;
+    let run = lab.pipeline("redis-service").run().await?;
+    let job = job_ended(&run, "redis", "success")?;
+    let trace = job.trace();
+    // The answers, not the echoed commands: `PONG` alone on a line, then the value read back.
+    ensure!(
+        trace.lines().any(|l| l.trim_end() == "PONG"),
+        "redis did not answer PING by its alias; trace:\n{trace}"
+    );
+    ensure!(
+        trace.lines().any(|l| l.trim_end() == "stored by redis"),
+        "the value written to redis was not read back; trace:\n{trace}"
+    );
     Ok(outcome(run))
 }
 

@@ -83,6 +83,7 @@ async fn every_mode(
 
 #[rstest]
 #[case::services_by_alias("services-by-alias")]
+#[case::redis_service("redis-service")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_modes(
     #[case] name: &str,

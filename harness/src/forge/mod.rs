@@ -10,6 +10,7 @@ pub mod base;
 pub mod images;
 pub mod pinp;
 pub mod runner;
+pub mod services;
 
 use std::fs::File;
 use std::io::Read;
