@@ -64,6 +64,7 @@ async fn check(name: &str, mode: Executor) -> anyhow::Result<()> {
 #[case::concurrent_jobs("concurrent-jobs")]
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
 #[case::podman_build("podman-build")]
+#[case::registry_push("registry-push")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode(
     #[case] name: &str,
@@ -74,6 +75,8 @@ async fn every_mode(
 
 #[rstest]
 #[case::services_by_alias("services-by-alias")]
+#[case::registry_pull("registry-pull")]
+#[case::registry_wrong_credentials("registry-wrong-credentials")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_modes(
     #[case] name: &str,
