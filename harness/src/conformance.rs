@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 
 use crate::forge::pinp::{ARCHIVE_IN_JOB, PinpImages};
-use crate::lab::{Executor, Lab, PipelineRun, RunnerExtras};
+use crate::lab::{Executor, Lab, LabOptions, PipelineRun, RunnerExtras};
+use crate::registry::Registry;
 
 /// What a case produced.
 #[derive(Debug)]
@@ -277,7 +278,44 @@ pub fn cases() -> Vec<Case> {
             known: &[],
             run: |lab| Box::pin(podman_build(lab)),
         },
+        Case {
+            name: "registry-pull",
+            about: "the job's image comes from a private registry (TLS, htpasswd) with credentials only \
+                    from DOCKER_AUTH_CONFIG, a masked variable that appears in no trace, log or report",
+            modes: CONTAINERS,
+            known: &[],
+            run: |lab| Box::pin(registry_pull(lab)),
+        },
+        Case {
+            name: "registry-wrong-credentials",
+            about: "a wrong password in DOCKER_AUTH_CONFIG fails the job with the registry's refusal \
+                    (unauthorized) in the trace, and the password appears nowhere",
+            modes: CONTAINERS,
+            known: &[],
+            run: |lab| Box::pin(registry_wrong_credentials(lab)),
+        },
+        Case {
+            name: "registry-push",
+            about: "a job logs in to a private registry with masked variables (`podman login`; a wrong \
+                    password is refused), builds, pushes and pulls back an image, unprivileged, with \
+                    podman inside rootless Podman",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(registry_push(lab)),
+        },
     ]
+}
+
+/// Why `case` does not run in `mode` (the report's detail for a skipped case).
+pub fn not_applicable(case: &str, mode: Executor) -> String {
+    match (case, mode) {
+        ("registry-pull" | "registry-wrong-credentials", Executor::Shell) => {
+            "the shell executor ignores `image:` and DOCKER_AUTH_CONFIG: jobs run in the runner's \
+             container (registry-push covers the registry in shell mode)"
+                .into()
+        }
+        _ => format!("not applicable to the {mode} executor"),
+    }
 }
 
 /// Look a case up by name.
@@ -490,7 +528,16 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         cases: results,
         cross_mode: crate::report::cross_mode(&outputs),
     };
-    report.write(&out)?;
+    for f in report.write(&out)? {
+        // Every secret of the run (tokens, registry credentials) was registered: none may be in a
+        // report, whatever a case put in its detail.
+        let text = std::fs::read_to_string(&f)?;
+        anyhow::ensure!(
+            !crate::redact::contains_secret(&text),
+            "{} holds a registered secret: a scrub is missing on its way there",
+            f.display()
+        );
+    }
     Ok((report, out))
 }
 
@@ -522,7 +569,7 @@ async fn run_mode(
             status: Status::Skipped,
             duration_s: 0.0,
             trace: None,
-            detail: Some(format!("not applicable to the {mode} executor")),
+            detail: Some(not_applicable(c.name, mode)),
         });
     }
     if applicable.is_empty() {
@@ -1442,4 +1489,286 @@ async fn git_submodules(lab: &Lab) -> Result<Outcome> {
         "git submodule status does not show lib checked out at its commit; trace:\n{trace}"
     );
     Ok(outcome(run))
+}
+
+/// What the runner needs to pull a job's image from the private registry, per mode, and the same
+/// as one line for the report. The TLS trust is the rootless user's, per registry (see `registry`).
+fn registry_pull_extras(mode: Executor) -> (RunnerExtras, String) {
+    match mode {
+        // The lab registers `pull_policy = ["never"]`; the job asks for if-not-present, which
+        // must be allowed (a job's pull_policy outside allowed_pull_policies fails the job).
+        Executor::Docker => (
+            RunnerExtras {
+                register_args: vec![
+                    "--docker-allowed-pull-policies".into(),
+                    "never".into(),
+                    "--docker-allowed-pull-policies".into(),
+                    "if-not-present".into(),
+                ],
+                ..RunnerExtras::default()
+            },
+            "[runners.docker] allowed_pull_policies = [\"never\", \"if-not-present\"] (the job's \
+             image sets pull_policy: if-not-present); CA in ~runner-user/.config/containers/certs.d/\
+             127.0.0.1:<port>/ca.crt"
+                .into(),
+        ),
+        // A later `-e` wins over the lab's RUNNERLAB_PULL_POLICY=never.
+        Executor::Custom => (
+            RunnerExtras {
+                run_args: vec!["-e".into(), "RUNNERLAB_PULL_POLICY=if-not-present".into()],
+                ..RunnerExtras::default()
+            },
+            "RUNNERLAB_PULL_POLICY=if-not-present (the driver pulls with --authfile from \
+             CUSTOM_ENV_DOCKER_AUTH_CONFIG); CA in ~runner-user/.config/containers/certs.d/\
+             127.0.0.1:<port>/ca.crt"
+                .into(),
+        ),
+        Executor::Shell => (RunnerExtras::default(), String::new()),
+    }
+}
+
+/// A private registry under the run id of a variant of the suite's lab with `extras`. Bound as
+/// `let (reg, lab2) = …`, the lab is dropped first (later bindings drop first): the registry then
+/// removes the images pulled from it once no job container uses them.
+async fn registry_lab(lab: &Lab, extras: RunnerExtras) -> Result<(Registry, Lab)> {
+    let mut opts: LabOptions = lab.options().clone();
+    opts.extras = extras;
+    let lab2 = Lab::start_with(opts).await?;
+    let reg = Registry::start(lab2.podman(), lab2.images(), lab2.run_id()).await?;
+    Ok((reg, lab2))
+}
+
+fn var(key: &str, value: &str) -> mock_gitlab::Variable {
+    mock_gitlab::Variable {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn masked(key: &str, value: &str) -> mock_gitlab::Variable {
+    mock_gitlab::Variable {
+        masked: true,
+        ..var(key, value)
+    }
+}
+
+/// Fail if any credential of `reg` appears in `text`. The message names the place and which
+/// credential, never the text (it would hold the secret).
+fn ensure_no_credential(reg: &Registry, place: &str, text: &str) -> Result<()> {
+    for s in reg.secrets() {
+        if text.contains(&s) {
+            let kind = if s.starts_with('{') {
+                "DOCKER_AUTH_CONFIG value"
+            } else if s.ends_with('=') || s.len() > 40 {
+                "base64 user:password"
+            } else {
+                "password"
+            };
+            anyhow::bail!("a registry credential ({kind}) appears in {place}");
+        }
+    }
+    Ok(())
+}
+
+/// The credentials of `reg` appear nowhere the run wrote: the raw trace the coordinator got (the
+/// runner's masking, not ours), the normalised trace and snapshot, the runner's raw log, and —
+/// after `lab2` is shut down — every file under its output directory (traces, runner.log) and a
+/// report of the case written there by the report writer.
+async fn ensure_no_credential_leak(
+    lab2: Lab,
+    reg: &Registry,
+    run: &PipelineRun,
+    case: &str,
+    note: &str,
+) -> Result<()> {
+    for j in &run.jobs {
+        let view = run.job(&j.name);
+        ensure_no_credential(
+            reg,
+            &format!("the raw trace of job {}", j.name),
+            &j.trace_text(),
+        )?;
+        ensure_no_credential(reg, &format!("the trace of job {}", j.name), &view.trace())?;
+        ensure_no_credential(
+            reg,
+            &format!("the snapshot of job {}", j.name),
+            &view.snapshot(),
+        )?;
+    }
+    let raw_log = lab2
+        .podman()
+        .run(["logs", lab2.runner_container()])
+        .await
+        .map(|o| format!("{}{}", o.stdout, o.stderr))?;
+    ensure_no_credential(reg, "the runner container's log", &raw_log)?;
+    let out = lab2.out_dir().to_path_buf();
+    let environment = environment(lab2.podman(), lab2.runner()).await?;
+    let mode = lab2.executor();
+    lab2.shutdown().await?;
+    let report = crate::report::Report {
+        schema: crate::report::SCHEMA,
+        run_id: out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        started_at: String::new(),
+        duration_s: 0.0,
+        environment,
+        cases: vec![crate::report::CaseResult {
+            name: case.into(),
+            mode: mode.name().into(),
+            status: crate::report::Status::Passed,
+            duration_s: 0.0,
+            trace: run.jobs.first().map(|j| {
+                run.trace_path(std::path::Path::new(""), &j.name)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+            detail: Some(note.into()),
+        }],
+        cross_mode: crate::report::cross_mode(&[(case, mode.name(), job_output(run))]),
+    };
+    report.write(&out)?;
+    let mut files = Vec::new();
+    crate::forge::walk(&out, &out, &mut files)?;
+    ensure!(
+        files.iter().any(|f| f.ends_with("runner.log")),
+        "no runner.log in {} after the lab's shutdown",
+        out.display()
+    );
+    for f in files {
+        let p = out.join(&f);
+        let text = String::from_utf8_lossy(&std::fs::read(&p)?).into_owned();
+        ensure_no_credential(reg, &p.display().to_string(), &text)?;
+    }
+    Ok(())
+}
+
+async fn registry_pull(lab: &Lab) -> Result<Outcome> {
+    let (extras, flags) = registry_pull_extras(lab.executor());
+    let (reg, lab2) = registry_lab(lab, extras).await?;
+    let auth = reg.docker_auth_config(&reg.host_address(), reg.password());
+    let run = lab2
+        .pipeline("registry-pull")
+        .variable(var("REGISTRY_IMAGE", &reg.seed_image()))
+        .variable(masked("DOCKER_AUTH_CONFIG", &auth))
+        .run()
+        .await?;
+    let job = job_ended(&run, "pull-from-registry", "success")?;
+    ensure_trace_has(
+        &job.trace(),
+        &["seed image from the runnerlab private registry"],
+    )?;
+    let took = job
+        .duration()
+        .map_or("?".into(), |d| format!("{:.1}s", d.as_secs_f64()));
+    let note = format!(
+        "{flags}; registry ready in {:.1}s, seed push {:.1}s, job {took}",
+        reg.ready_in.as_secs_f64(),
+        reg.seed_push.as_secs_f64()
+    );
+    ensure_no_credential_leak(lab2, &reg, &run, "registry-pull", &note).await?;
+    Ok(Outcome {
+        note: Some(note),
+        ..outcome(run)
+    })
+}
+
+async fn registry_wrong_credentials(lab: &Lab) -> Result<Outcome> {
+    let (extras, _) = registry_pull_extras(lab.executor());
+    let (reg, lab2) = registry_lab(lab, extras).await?;
+    // The right user with a password of the same shape: only the password is wrong.
+    let wrong =
+        rand::distr::SampleString::sample_string(&rand::distr::Alphanumeric, &mut rand::rng(), 32);
+    let auth = reg.docker_auth_config(&reg.host_address(), &wrong);
+    let run = lab2
+        .pipeline("registry-pull")
+        .variable(var("REGISTRY_IMAGE", &reg.seed_image()))
+        .variable(masked("DOCKER_AUTH_CONFIG", &auth))
+        .run()
+        .await?;
+    let job = job_ended(&run, "pull-from-registry", "failed")?;
+    let trace = job.trace();
+    ensure!(
+        trace.contains("unauthorized"),
+        "the trace does not say the registry refused the credentials (\"unauthorized\"); trace:\n{trace}"
+    );
+    ensure!(
+        !trace.contains("seed image from the runnerlab private registry"),
+        "the job ran in the image although its credentials were wrong; trace:\n{trace}"
+    );
+    // Docker: runner 19.4 classifies an `unauthorized` pull as runner_configuration_error, which it
+    // reports as script_failure (GitLab has no such reason). Custom: a failed prepare is a system
+    // failure by the driver's contract (the runner retries prepare twice first).
+    let want = match lab2.executor() {
+        Executor::Custom => "runner_system_failure",
+        _ => "script_failure",
+    };
+    ensure!(
+        job.failure_reason() == Some(want),
+        "failure reason {:?}, expected {want}",
+        job.failure_reason()
+    );
+    let note = format!("failure reason {want}; the trace quotes the registry's `unauthorized`");
+    ensure_no_credential_leak(lab2, &reg, &run, "registry-wrong-credentials", &note).await?;
+    Ok(Outcome {
+        note: Some(note),
+        ..outcome(run)
+    })
+}
+
+async fn registry_push(lab: &Lab) -> Result<Outcome> {
+    let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
+    let (extras, flags) = pinp_extras(lab.executor(), &pinp);
+    let (reg, lab2) = registry_lab(lab, extras).await?;
+    let run = lab2
+        .pipeline("registry-push")
+        .timeout(Duration::from_secs(300))
+        .variable(var("REGISTRY", &reg.job_address()))
+        .variable(var("REGISTRY_USER", reg.username()))
+        .variable(masked("REGISTRY_PASSWORD", reg.password()))
+        .variable(mock_gitlab::Variable {
+            file: true,
+            ..var("REGISTRY_CA", reg.ca_pem())
+        })
+        .run()
+        .await?;
+    let job = job_ended(&run, "push-and-pull", "success")?;
+    ensure_trace_has(
+        &job.trace(),
+        &[
+            // The wrong password first: podman's own words for the registry's 401.
+            "invalid username/password",
+            "Login Succeeded!",
+            "Successfully tagged",
+            "built by podman inside a job, pushed to the private registry and pulled back",
+        ],
+    )?;
+    let took = job
+        .duration()
+        .map_or("?".into(), |d| format!("{:.1}s", d.as_secs_f64()));
+    let note = format!(
+        "{flags}; registry ready in {:.1}s, seed push {:.1}s, job {took}",
+        reg.ready_in.as_secs_f64(),
+        reg.seed_push.as_secs_f64()
+    );
+    ensure_no_credential_leak(lab2, &reg, &run, "registry-push", &note).await?;
+    // The same single uid mapping as podman-build in shell mode: it works, with every file of
+    // the pulled and built images owned by gitlab-runner.
+    let finding = job
+        .trace()
+        .contains("Using rootless single mapping into the namespace")
+        .then(|| {
+            format!(
+                "the job's podman (user gitlab-runner in the runner container) maps a single uid \
+                 (see podman-build): login, pull, build, push and pull back work, with every file \
+                 of the images owned by gitlab-runner. {note}"
+            )
+        });
+    Ok(Outcome {
+        note: Some(note),
+        finding,
+        ..outcome(run)
+    })
 }

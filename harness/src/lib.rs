@@ -3,7 +3,8 @@
 //! The map is in ARCHITECTURE.md. In short: [`forge`] gets the real runner and builds images,
 //! [`host`] provisions and diagnoses the machine, [`lab`] brings up mock-gitlab plus a runner
 //! container under one run id, [`conformance`] holds the cases, [`report`] writes what they found,
-//! [`reaper`] removes what killed runs left, and [`redact`] keeps secrets out of everything.
+//! [`reaper`] removes what killed runs left, [`registry`] runs a private registry per lab, and
+//! [`redact`] keeps secrets out of everything.
 
 pub mod bench;
 pub mod bench_pinp;
@@ -17,6 +18,7 @@ pub mod paths;
 pub mod podman;
 pub mod reaper;
 pub mod redact;
+pub mod registry;
 pub mod report;
 pub mod sampler;
 pub mod service;

@@ -107,6 +107,7 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
     for s in stores {
         if let Some(u) = s.user() {
             reap_socket_dirs(u, all);
+            crate::registry::reap_trust_dirs(u, all);
         }
         let Ok(found) = runs(s) else { continue };
         for (run, owners) in found {

@@ -24,6 +24,13 @@ pub fn register_secret(secret: &str) {
     }
 }
 
+/// Whether `text` holds any registered secret verbatim: for checks on what was written (reports),
+/// where [`scrub`] should already have removed it.
+pub fn contains_secret(text: &str) -> bool {
+    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    secrets.iter().any(|s| text.contains(s.as_str()))
+}
+
 static TOKEN_LIKE: LazyLock<Regex> = LazyLock::new(|| {
     // GitLab token prefixes (the runner masks the same ones) and basic-auth credentials in URLs.
     // The runner's log fields `token=<first chars of the job token>` (artifact uploads) count too.
@@ -113,6 +120,16 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
         ),
         (r"\b\d+(\.\d+)?(ms|s|m)\b", "[DURATION]"),
         (r"\b(\d+)m(\d+)s\b", "[DURATION]"),
+        // A run's private registry (its port varies): an address without a URL scheme before it.
+        // mock-gitlab is only ever named in URLs (`http://…`), and gets the rules below.
+        (
+            r"(^|[^/0-9.])(?:127\.0\.0\.1|10\.0\.2\.2):\d+",
+            "${1}[REGISTRY]",
+        ),
+        (
+            r"docker://(?:127\.0\.0\.1|10\.0\.2\.2):\d+",
+            "docker://[REGISTRY]",
+        ),
         (r"10\.0\.2\.2:\d+", "[COORDINATOR]"),
         (r"127\.0\.0\.1:\d+", "[COORDINATOR]"),
         (r"/tmp/[^\s'\x22]+", "[TMP]"),
@@ -203,6 +220,12 @@ mod tests {
              [IP] svc\n\
              Runtime platform  arch=amd64 os=linux pid=[PID] revision=[SHORT_SHA] version=19.4.0\n\
              Uploading artifacts as \"archive\" to coordinator... 201 Created  id=1001 status=201 token=[MASKED]\n"
+        );
+        assert_eq!(
+            normalize_for_snapshot(
+                "Pulling docker image 127.0.0.1:41234/runnerlab/seed:latest ...\nFROM 10.0.2.2:41234/runnerlab/seed\nsource docker://127.0.0.1:41234/runnerlab/seed:latest\nFetching http://10.0.2.2:39999/runnerlab/x.git\n"
+            ),
+            "Pulling docker image [REGISTRY]/runnerlab/seed:latest ...\nFROM [REGISTRY]/runnerlab/seed\nsource docker://[REGISTRY]/runnerlab/seed:latest\nFetching http://[COORDINATOR]/runnerlab/x.git\n"
         );
         assert_eq!(
             normalize_for_snapshot("--> df5ae422f43\n--> 1a2ce0e6e0f2\n"),

@@ -73,6 +73,7 @@ async fn check_on(name: &str, opts: LabOptions, variant: &str) -> anyhow::Result
 #[case::git_submodules("git-submodules")]
 #[case::gitconfig_home("gitconfig-home")]
 #[case::podman_build("podman-build")]
+#[case::registry_push("registry-push")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mode(
     #[case] name: &str,
@@ -84,6 +85,8 @@ async fn every_mode(
 #[rstest]
 #[case::services_by_alias("services-by-alias")]
 #[case::redis_service("redis-service")]
+#[case::registry_pull("registry-pull")]
+#[case::registry_wrong_credentials("registry-wrong-credentials")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_modes(
     #[case] name: &str,

@@ -5,10 +5,12 @@
 //! - [`runner`]: the real gitlab-runner and its helper binary (from a path, an image or the Go module).
 //! - [`images`]: the runner and helper images, `podman build FROM` the base.
 //! - [`pinp`]: the Podman-in-Podman job images and the Go builder archive jobs build from.
+//! - [`registry`]: the private registry server (Debian's `docker-registry`) and its seed image.
 
 pub mod base;
 pub mod images;
 pub mod pinp;
+pub mod registry;
 pub mod runner;
 pub mod services;
 

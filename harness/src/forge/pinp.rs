@@ -168,10 +168,10 @@ fn archive_dir(podman: &Podman) -> Result<PathBuf> {
 }
 
 /// Create `dir` and its missing parents below `home`, owned by `user` when we are root.
-fn create_owned(home: &Path, dir: &Path, user: &LabUser) -> Result<()> {
+pub(crate) fn create_owned(home: &Path, dir: &Path, user: &LabUser) -> Result<()> {
     let rel = dir
         .strip_prefix(home)
-        .context("archive dir outside the home")?;
+        .with_context(|| format!("{} is not under {}", dir.display(), home.display()))?;
     let mut p = home.to_path_buf();
     for c in rel.components() {
         p.push(c);
