@@ -406,9 +406,15 @@ pub struct SuiteOptions {
     pub parallel: usize,
 }
 
+/// One mode's case results and its jobs' outputs (case, mode, output) for the cross-mode comparison.
+type ModeRun = (
+    Vec<crate::report::CaseResult>,
+    Vec<(&'static str, &'static str, String)>,
+);
+
 /// Run every applicable case in every mode on one lab per mode, and write the report.
 pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, std::path::PathBuf)> {
-    use crate::report::{CaseResult, Report, SCHEMA};
+    use crate::report::{Report, SCHEMA};
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -446,7 +452,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     };
     // Modes run side by side, `parallel` at a time: a case mostly waits (for the runner, for
     // containers), so two labs on two cores take little longer than one.
-    let per_mode: Vec<(Vec<CaseResult>, Vec<(&'static str, &'static str, String)>)> = {
+    let per_mode: Vec<ModeRun> = {
         use futures_util::StreamExt;
         let (selected, out, bar, say) = (&selected, &out, &bar, &say);
         let mut runs =
@@ -556,7 +562,7 @@ async fn run_mode(
                 if let Some(r) = &o.run {
                     for j in &r.jobs {
                         let src = r.trace_path(&r.out_dir, &j.name);
-                        let dst = r.trace_path(&out, &j.name);
+                        let dst = r.trace_path(out, &j.name);
                         if let Ok(bytes) = std::fs::read(&src) {
                             crate::paths::write_atomic(&dst, &bytes)?;
                         }
