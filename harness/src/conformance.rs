@@ -541,6 +541,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     Ok((report, out))
 }
 
+/// One mode's case results and its jobs' outputs (case, mode, output) for the cross-mode comparison.
 type ModeResults = (
     Vec<crate::report::CaseResult>,
     Vec<(&'static str, &'static str, String)>,

@@ -19,9 +19,11 @@
 //! ```
 
 pub mod api;
+pub mod faults;
 pub mod git;
 pub mod payload;
 pub mod pipeline;
+mod reqlog;
 pub mod state;
 pub mod trace;
 
@@ -34,6 +36,7 @@ use anyhow::{Context, anyhow};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use faults::{Action, Fault, FaultPlan, FaultPlanError};
 pub use pipeline::lint::{Diagnostic, LintError};
 pub use state::{
     ArtifactRecord, CreatedRunner, JobRecord, JobStatus, PipelineId, PipelineRecord,
@@ -63,6 +66,11 @@ pub struct Config {
     /// Artifact uploads above this many bytes are refused with 413
     /// (GitLab's default maximum artifacts size is 100 MiB).
     pub max_artifact_size: u64,
+    /// Faults applied from the start (see [`MockGitlab::set_faults`]).
+    pub faults: FaultPlan,
+    /// Append one JSON line per request to this file (see
+    /// [`MockGitlab::set_request_log`]).
+    pub request_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -76,6 +84,8 @@ impl std::fmt::Debug for Config {
             .field("trace_update_interval", &self.trace_update_interval)
             .field("data_dir", &self.data_dir)
             .field("max_artifact_size", &self.max_artifact_size)
+            .field("faults", &self.faults)
+            .field("request_log", &self.request_log)
             .finish()
     }
 }
@@ -94,6 +104,8 @@ impl Default for Config {
                 random_token("", 8)
             )),
             max_artifact_size: 100 * 1024 * 1024,
+            faults: FaultPlan::default(),
+            request_log: None,
         }
     }
 }
@@ -116,6 +128,9 @@ pub(crate) struct Inner {
     /// Per-instance prefix of `X-GitLab-Last-Update` values.
     pub(crate) nonce: String,
     server: Mutex<Option<JoinHandle<()>>>,
+    /// The fault plan in force and its counters (its own lock: never held with `state`'s).
+    pub(crate) faults: Mutex<faults::Faults>,
+    request_log: Mutex<Option<reqlog::RequestLog>>,
 }
 
 impl Inner {
@@ -123,6 +138,19 @@ impl Inner {
     /// since every critical section leaves the state consistent.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Append a request to the JSONL log, if one is open (formatting only;
+    /// the write happens on the log's thread).
+    pub(crate) fn log_request(&self, rec: &RequestRecord) {
+        if let Some(log) = self
+            .request_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            log.append(rec);
+        }
     }
 
     /// Wake whoever waits on state changes after `advance`.
@@ -140,6 +168,18 @@ impl Inner {
             self.queue_tx.send_modify(|v| *v += 1);
         }
         self.changes_tx.send_modify(|v| *v += 1);
+    }
+}
+
+impl Inner {
+    fn set_faults(&self, plan: FaultPlan) {
+        for f in &plan.faults {
+            tracing::info!(endpoint = %f.endpoint, action = %f.action, times = ?f.times, probability = ?f.probability, "fault planned");
+        }
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(plan);
     }
 }
 
@@ -242,7 +282,15 @@ impl MockGitlab {
             shutdown_tx,
             nonce: format!("{}-", random_token("", 8).to_lowercase()),
             server: Mutex::new(None),
+            faults: Mutex::new(faults::Faults::default()),
+            request_log: Mutex::new(None),
         });
+        inner.set_faults(cfg.faults.clone());
+        if let Some(p) = &cfg.request_log {
+            let log = reqlog::RequestLog::open(p)
+                .with_context(|| format!("open request log {}", p.display()))?;
+            *inner.request_log.lock().unwrap_or_else(|e| e.into_inner()) = Some(log);
+        }
         let app = api::router(inner.clone());
         let mut stop = inner.shutdown_tx.subscribe();
         let handle = tokio::spawn(async move {
@@ -671,6 +719,84 @@ impl MockGitlab {
         Ok(())
     }
 
+    /// Replace the fault plan (counters start over). An empty plan turns faults off.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.inner.set_faults(plan);
+    }
+
+    /// Add a fault after those in force.
+    pub fn add_fault(&self, fault: Fault) {
+        tracing::info!(endpoint = %fault.endpoint, action = %fault.action, times = ?fault.times, "fault added");
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
+    }
+
+    /// Remove every fault.
+    pub fn clear_faults(&self) {
+        self.inner.set_faults(FaultPlan::default());
+    }
+
+    /// The fault plan in force.
+    pub fn faults(&self) -> FaultPlan {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .plan()
+    }
+
+    /// Start appending one JSON line per request to `path` (created if
+    /// missing, appended to if present), or stop with `None`. A previous log
+    /// is closed after its queued lines are written.
+    pub fn set_request_log(&self, path: Option<&Path>) -> anyhow::Result<()> {
+        let new = match path {
+            Some(p) => Some(
+                reqlog::RequestLog::open(p)
+                    .with_context(|| format!("open request log {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .request_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            new,
+        );
+        if let Some(old) = old {
+            old.close();
+        }
+        Ok(())
+    }
+
+    /// Path of the open request log.
+    pub fn request_log_path(&self) -> Option<PathBuf> {
+        self.inner
+            .request_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.path().to_path_buf())
+    }
+
+    /// Wait until every request recorded so far is written to the request log.
+    pub async fn sync_request_log(&self) {
+        let rx = self
+            .inner
+            .request_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.sync());
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
+    }
+
     /// Stop serving. Held long polls are answered (204) at once, in-flight
     /// requests finish, then the listener closes.
     pub async fn shutdown(self) {
@@ -689,6 +815,16 @@ impl MockGitlab {
             {
                 h.abort();
             }
+        }
+        // After the server: every recorded request is in the queue; write it all, then close.
+        let log = self
+            .inner
+            .request_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(log) = log {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
         }
         tracing::info!("mock-gitlab stopped");
     }

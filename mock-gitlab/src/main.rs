@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use mock_gitlab::{Config, MockGitlab, RunnerSpec};
+use mock_gitlab::{Config, FaultPlan, MockGitlab, RunnerSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +61,14 @@ struct Args {
     /// Directory for bare repositories (a fresh temporary one by default).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+
+    /// Fault plan to apply (.json or .toml; see the README's "faults and request log").
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+
+    /// Append one JSON line per request to this file (token values never written).
+    #[arg(long, value_name = "FILE")]
+    request_log: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -87,6 +95,22 @@ async fn main() -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
+    if let Some(f) = &args.faults {
+        // The error names the file, the line and the fix; no backtrace noise around it.
+        cfg.faults = match FaultPlan::from_file(f) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("mock-gitlab: bad --faults: {e}");
+                std::process::exit(2);
+            }
+        };
+        println!(
+            "faults:             {} from {}",
+            cfg.faults.faults.len(),
+            f.display()
+        );
+    }
+    cfg.request_log = args.request_log.clone();
     let mock = MockGitlab::start(cfg).await?;
 
     for spec in &args.projects {
@@ -115,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("url:                {}", mock.external_url());
     println!("local url:          {}", mock.local_url());
+    if let Some(p) = mock.request_log_path() {
+        println!("request log:        {}", p.display());
+    }
     println!("registration token: {}", mock.registration_token());
     println!(
         "runner token:       {} (runner id {})",

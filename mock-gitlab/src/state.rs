@@ -296,6 +296,18 @@ pub struct RequestRecord {
     pub runner_token_header: bool,
     /// Whether a `JOB-TOKEN` header was present (value not kept).
     pub job_token_header: bool,
+    /// Whether a `PRIVATE-TOKEN` header was present (value not kept).
+    pub private_token_header: bool,
+    /// Whether an `Authorization` header was present (git's Basic job-token auth; value not kept).
+    pub authorization_header: bool,
+    /// Whether the query carried a `*token*` parameter (removed from `query`).
+    pub query_token: bool,
+    /// Request body size (`Content-Length`), if known.
+    pub request_bytes: Option<u64>,
+    /// Response body bytes sent, if known (not for streamed bodies such as git's).
+    pub response_bytes: Option<u64>,
+    /// The fault(s) applied, e.g. `status(503)` or `delay(200ms), trace_416`.
+    pub fault: Option<String>,
 }
 
 /// A project known to the mock.

@@ -18,6 +18,7 @@ use axum::routing::{delete, patch, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::Inner;
+use crate::faults::AppliedFault;
 use crate::state::RequestRecord;
 
 /// Request bodies above this are refused (trace PATCHes are ≤ 1 MiB).
@@ -46,6 +47,11 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .nest("/api/v4", api)
         .fallback(crate::git::handle)
+        // Faults sit inside the recorder, so what a fault did is what gets recorded.
+        .layer(middleware::from_fn_with_state(
+            inner.clone(),
+            crate::faults::layer,
+        ))
         .layer(middleware::from_fn_with_state(inner.clone(), record))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(inner)
@@ -55,13 +61,16 @@ async fn not_found() -> Response {
     json_message(StatusCode::NOT_FOUND, "404 Not Found")
 }
 
-/// Records every request (never its tokens) and logs it at debug level.
+/// Records every request (never its tokens), logs it at debug level and
+/// appends it to the JSONL request log if one is open.
 async fn record(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let at = SystemTime::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let query = req.uri().query().map(redact_query);
+    let raw_query = req.uri().query();
+    let query = raw_query.map(redact_query);
+    let query_token = raw_query.is_some_and(|q| query.as_deref() != Some(q));
     let h = req.headers();
     let header_str = |name: &str| {
         h.get(name)
@@ -72,11 +81,22 @@ async fn record(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Re
     let request_id = header_str("x-request-id");
     let runner_token_header = h.contains_key("runner-token");
     let job_token_header = h.contains_key("job-token");
+    let private_token_header = h.contains_key("private-token");
+    let authorization_header = h.contains_key(header::AUTHORIZATION);
+    let request_bytes = header_str("content-length")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| axum::body::HttpBody::size_hint(req.body()).exact());
     let resp = next.run(req).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
-    tracing::debug!(%method, %path, status, ?elapsed, "request");
-    inner.lock().push_request(RequestRecord {
+    let applied = resp.extensions().get::<AppliedFault>().cloned();
+    let response_bytes = applied
+        .as_ref()
+        .and_then(|a| a.sent_bytes)
+        .or_else(|| axum::body::HttpBody::size_hint(resp.body()).exact());
+    let fault = applied.map(|a| a.description);
+    tracing::debug!(%method, %path, status, ?elapsed, fault = fault.as_deref().unwrap_or(""), "request");
+    let rec = RequestRecord {
         method,
         path,
         query,
@@ -87,7 +107,15 @@ async fn record(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Re
         request_id,
         runner_token_header,
         job_token_header,
-    });
+        private_token_header,
+        authorization_header,
+        query_token,
+        request_bytes,
+        response_bytes,
+        fault,
+    };
+    inner.log_request(&rec);
+    inner.lock().push_request(rec);
     resp
 }
 
