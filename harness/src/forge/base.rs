@@ -83,7 +83,7 @@ pub async fn ensure(recipe: &BaseRecipe, stores: &[Podman]) -> Result<String> {
         return Ok(tag);
     }
     let cache = paths::cache_dir().join("base");
-    let _guard = lock(&cache.join(format!("{hash}.lock")))?;
+    let _guard = lock(&cache.join(format!("{hash}.lock"))).await?;
     let tar = cache.join(format!("{}-{}.tar", recipe.suite, &hash[..12]));
     let progress = Progress::new("base image");
     if !tar.exists() {

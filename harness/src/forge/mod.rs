@@ -79,9 +79,34 @@ pub fn sha256_str(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// An exclusive lock on a path, held until dropped: a file lock between processes, and an async
+/// mutex between the tasks of this one.
+pub struct LockGuard {
+    // Dropped first: closing the file releases the flock before the next local waiter runs.
+    _file: File,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// An exclusive lock on `path` (created if needed), held until dropped, so that concurrent
-/// harness processes never build the same thing twice.
-pub fn lock(path: &Path) -> Result<File> {
+/// harness processes and concurrent labs of one process never build the same thing twice.
+///
+/// Two tasks of one process (a conformance run's modes side by side) must not both block in
+/// flock(2): a second open file of the same path conflicts with the first even in one process, and
+/// a blocked executor thread can be the one the holder needs to finish. So tasks queue on an async
+/// mutex per path, and only the winner waits for the file lock, on a blocking thread.
+pub async fn lock(path: &Path) -> Result<LockGuard> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Locals = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCALS: OnceLock<Locals> = OnceLock::new();
+    let local = LOCALS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path.to_path_buf())
+        .or_default()
+        .clone();
+    let local = local.lock_owned().await;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -91,9 +116,15 @@ pub fn lock(path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening lock {}", path.display()))?;
-    f.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
-    Ok(f)
+    let shown = path.display().to_string();
+    let f = tokio::task::spawn_blocking(move || f.lock().map(|()| f))
+        .await
+        .context("the lock task panicked")?
+        .with_context(|| format!("locking {shown}"))?;
+    Ok(LockGuard {
+        _file: f,
+        _local: local,
+    })
 }
 
 /// A progress line for long work: a spinner with the step and elapsed time on a terminal,
@@ -157,5 +188,36 @@ impl Progress {
                 b.finish_with_message(msg);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tasks of one process on one thread take turns; before, the second blocked the thread in
+    /// flock(2) while the first, on the same thread, could never release.
+    #[tokio::test(flavor = "current_thread")]
+    async fn tasks_of_one_process_take_turns_on_a_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = lock(&path).await.unwrap();
+        let waiter = {
+            let (path, order) = (path.clone(), order.clone());
+            tokio::spawn(async move {
+                let _g = lock(&path).await.unwrap();
+                order.lock().unwrap().push("second");
+            })
+        };
+        // The waiter runs up to its lock and yields instead of blocking this only thread.
+        tokio::task::yield_now().await;
+        order.lock().unwrap().push("first");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the second task got the lock")
+            .unwrap();
+        assert_eq!(*order.lock().unwrap(), ["first", "second"]);
     }
 }

@@ -49,7 +49,7 @@ pub async fn ensure(
     podman: &Podman,
 ) -> Result<PinpImages> {
     // Concurrent labs (nextest runs two) would build the same images and archive twice.
-    let _guard = super::lock(&paths::cache_dir().join("pinp/forge.lock"))?;
+    let _guard = super::lock(&paths::cache_dir().join("pinp/forge.lock")).await?;
     let cf = paths::fixtures().join("containerfiles");
     let stores = std::slice::from_ref(podman);
     let shell_runner = shell_runner_tag(&runner.provenance.version);

@@ -29,7 +29,7 @@ pub struct RegistryImages {
 /// build needs the network on first use (apt).
 pub async fn ensure(images: &LabImages, podman: &Podman) -> Result<RegistryImages> {
     // Concurrent labs (nextest runs two) would build the same images twice.
-    let _guard = super::lock(&paths::cache_dir().join("registry/forge.lock"))?;
+    let _guard = super::lock(&paths::cache_dir().join("registry/forge.lock")).await?;
     let cf = paths::fixtures().join("containerfiles");
     let stores = std::slice::from_ref(podman);
     let ctx = cf.join("registry");

@@ -321,7 +321,7 @@ async fn get_from(row: &VersionRow, src: &Source, opts: &GetOptions) -> Result<F
     let (key, compat) = cache_key(row, src, opts.helper.as_ref())?;
     let root = paths::cache_dir().join("runners");
     let dir = root.join(format!("{}-{key}", row.name));
-    let _guard = lock(&root.join(format!("{}-{key}.lock", row.name)))?;
+    let _guard = lock(&root.join(format!("{}-{key}.lock", row.name))).await?;
     if let Some(r) = load_cached(&dir, row)? {
         return Ok(r);
     }

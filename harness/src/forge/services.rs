@@ -12,7 +12,7 @@ pub const REDIS_IMAGE: &str = "localhost/runnerlab/redis:latest";
 
 pub async fn ensure_redis(images: &LabImages, podman: &Podman) -> Result<String> {
     // Two labs at once (nextest runs two) would build it twice.
-    let _guard = super::lock(&paths::cache_dir().join("services.lock"))?;
+    let _guard = super::lock(&paths::cache_dir().join("services.lock")).await?;
     let dir = paths::fixtures().join("containerfiles").join("redis");
     build_one(
         &dir,
