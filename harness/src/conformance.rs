@@ -395,6 +395,9 @@ async fn config_survives_restart(lab: &Lab) -> Result<Outcome> {
     Ok(outcome(run))
 }
 
+/// (case, mode, what its jobs printed): the input of the cross-mode comparison.
+type CaseOutput = (&'static str, &'static str, String);
+
 /// Options of a conformance run.
 #[derive(Clone, Debug)]
 pub struct SuiteOptions {
@@ -446,7 +449,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     };
     // Modes run side by side, `parallel` at a time: a case mostly waits (for the runner, for
     // containers), so two labs on two cores take little longer than one.
-    let per_mode: Vec<(Vec<CaseResult>, Vec<(&'static str, &'static str, String)>)> = {
+    let per_mode: Vec<(Vec<CaseResult>, Vec<CaseOutput>)> = {
         use futures_util::StreamExt;
         let (selected, out, bar, say) = (&selected, &out, &bar, &say);
         let mut runs =
@@ -556,7 +559,7 @@ async fn run_mode(
                 if let Some(r) = &o.run {
                     for j in &r.jobs {
                         let src = r.trace_path(&r.out_dir, &j.name);
-                        let dst = r.trace_path(&out, &j.name);
+                        let dst = r.trace_path(out, &j.name);
                         if let Ok(bytes) = std::fs::read(&src) {
                             crate::paths::write_atomic(&dst, &bytes)?;
                         }

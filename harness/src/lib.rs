@@ -2,11 +2,12 @@
 //!
 //! The map is in ARCHITECTURE.md. In short: [`forge`] gets the real runner and builds images,
 //! [`host`] provisions and diagnoses the machine, [`lab`] brings up mock-gitlab plus a runner
-//! container under one run id, [`conformance`] holds the cases, [`report`] writes what they found,
+//! container under one run id, [`fleet`] several runner containers against one mock, [`conformance`] holds the cases, [`report`] writes what they found,
 //! [`reaper`] removes what killed runs left, and [`redact`] keeps secrets out of everything.
 
 pub mod bench;
 pub mod conformance;
+pub mod fleet;
 pub mod forge;
 pub mod host;
 pub mod lab;
@@ -20,4 +21,5 @@ pub mod sampler;
 pub mod service;
 pub mod soak;
 
-pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun};
+pub use fleet::{Fleet, FleetOptions};
+pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun, RunnerInstance};

@@ -64,6 +64,10 @@ enum Cmd {
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
         executors: Vec<String>,
+        /// Instead: fleet throughput, 20 trivial jobs over one runner and over two (per mode;
+        /// `-e shell` for one), writes bench-fleet.json.
+        #[arg(long)]
+        fleet: bool,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -309,9 +313,21 @@ async fn real_main(cli: Cli) -> Result<bool> {
         Cmd::Bench {
             jobs,
             executors,
+            fleet,
             runner,
         } => {
             let modes = parse_executors(&executors)?;
+            if fleet {
+                for mode in modes {
+                    let (report, dir) = bench::run_fleet(mode, &runner.options()?).await?;
+                    print!("{report}");
+                    println!(
+                        "bench-fleet.json: {}",
+                        dir.join("bench-fleet.json").display()
+                    );
+                }
+                return Ok(true);
+            }
             let (report, dir) = bench::run(jobs, &modes, &runner.options()?).await?;
             print!("{report}");
             println!("bench.json: {}", dir.join("bench.json").display());
