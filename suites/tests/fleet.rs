@@ -144,9 +144,14 @@ async fn each_runner_lists_exactly_its_own_registration() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Docker mode too: each runner with its own API service; what the runners create with GitLab's
+/// labels only (cache volumes) goes with the fleet.
+#[rstest::rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_land_on_the_runner_their_tags_name() -> anyhow::Result<()> {
-    let fleet = Fleet::start(FleetOptions::new(Executor::Shell, build_and_test())).await?;
+async fn jobs_land_on_the_runner_their_tags_name(
+    #[values(Executor::Shell, Executor::Docker)] mode: Executor,
+) -> anyhow::Result<()> {
+    let fleet = Fleet::start(FleetOptions::new(mode, build_and_test())).await?;
     let run = fleet.pipeline("fleet-routing").run().await?;
     assert_eq!(run.status(), "success");
     let (build, test) = (fleet.runner("build").id(), fleet.runner("test").id());
@@ -187,6 +192,25 @@ async fn jobs_land_on_the_runner_their_tags_name() -> anyhow::Result<()> {
             "unit".into()
         ])
     );
+    let podman = fleet.podman().clone();
+    let mine = fleet.own(&podman.inventory().await?);
+    if mode == Executor::Docker {
+        // Two config volumes plus the build and cache volumes the docker executor made.
+        assert!(mine.volumes.len() > 2, "{mine}");
+    }
+    fleet.shutdown().await?;
+    let after = podman.inventory().await?;
+    let names = |v: &[(String, std::collections::BTreeMap<String, String>)]| -> BTreeSet<String> {
+        v.iter().map(|(n, _)| n.clone()).collect()
+    };
+    let (ctrs, vols) = (names(&after.containers), names(&after.volumes));
+    let left: Vec<&String> = mine
+        .containers
+        .iter()
+        .filter(|c| ctrs.contains(*c))
+        .chain(mine.volumes.iter().filter(|v| vols.contains(*v)))
+        .collect();
+    assert!(left.is_empty(), "left after shutdown: {left:?}");
     Ok(())
 }
 
