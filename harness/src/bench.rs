@@ -298,6 +298,116 @@ pub async fn run(
     Ok((report, out))
 }
 
+/// One fleet size of `bench --fleet`.
+#[derive(Debug, Serialize)]
+pub struct FleetRound {
+    pub runners: usize,
+    pub jobs: usize,
+    /// Pipeline creation → its last job finished, seconds.
+    pub wall_s: f64,
+    pub jobs_per_min: f64,
+    /// Jobs each runner took, in fleet order.
+    pub per_runner: Vec<usize>,
+    pub fleet_start_s: f64,
+}
+
+/// `bench --fleet`: the `fleet-bench` fixture (20 trivial untagged jobs queued at once) on a fleet
+/// of one runner, then of two (each `concurrent = 1`), in one run on the same host.
+#[derive(Debug, Serialize)]
+pub struct FleetBench {
+    pub runner: String,
+    pub executor: String,
+    pub rounds: Vec<FleetRound>,
+    /// Throughput of two runners over that of one.
+    pub ratio: f64,
+}
+
+async fn fleet_round(
+    mode: Executor,
+    runners: usize,
+    runner_opts: &GetOptions,
+) -> Result<FleetRound> {
+    use crate::fleet::{Fleet, FleetOptions, RunnerSpec};
+    let specs = (1..=runners)
+        .map(|i| RunnerSpec::new(&format!("runner-{i}")))
+        .collect();
+    let mut opts = FleetOptions::new(mode, specs);
+    opts.runner = runner_opts.clone();
+    let fleet = Fleet::start(opts).await?;
+    let fleet_start_s = secs(fleet.started_in());
+    // Every runner listening, so that neither starts the burst late.
+    for r in fleet.runners() {
+        r.wait_idle(Duration::from_secs(30)).await?;
+    }
+    eprintln!("runnerlab bench: fleet of {runners}: 20 jobs");
+    let run = fleet
+        .pipeline("fleet-bench")
+        .timeout(Duration::from_secs(600))
+        .run()
+        .await?;
+    ensure!(
+        run.status() == "success",
+        "fleet bench pipeline ended {}",
+        run.status()
+    );
+    let per_runner = fleet.runners().iter().map(|r| r.jobs().len()).collect();
+    let jobs = run.jobs.len();
+    let wall_s = secs(run.wall);
+    fleet.shutdown().await?;
+    Ok(FleetRound {
+        runners,
+        jobs,
+        wall_s,
+        jobs_per_min: jobs as f64 * 60.0 / wall_s,
+        per_runner,
+        fleet_start_s,
+    })
+}
+
+/// Throughput of the same burst over one runner and over two, side by side in one run.
+pub async fn run_fleet(
+    mode: Executor,
+    runner_opts: &GetOptions,
+) -> Result<(FleetBench, std::path::PathBuf)> {
+    let forged = runner::get(runner_opts).await?;
+    let one = fleet_round(mode, 1, runner_opts).await?;
+    let two = fleet_round(mode, 2, runner_opts).await?;
+    let report = FleetBench {
+        runner: forged.describe(),
+        executor: mode.name().into(),
+        ratio: two.jobs_per_min / one.jobs_per_min,
+        rounds: vec![one, two],
+    };
+    let out = paths::run_output_dir(&format!(
+        "bench-fleet-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    paths::write_atomic(
+        &out.join("bench-fleet.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok((report, out))
+}
+
+impl std::fmt::Display for FleetBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "runner: {}", self.runner)?;
+        writeln!(
+            f,
+            "fleet throughput, {} executor, trivial jobs queued at once:",
+            self.executor
+        )?;
+        for r in &self.rounds {
+            writeln!(
+                f,
+                "{} runner(s): {} jobs in {:.1}s = {:.1} jobs/min (per runner {:?}; fleet start {:.1}s)",
+                r.runners, r.jobs, r.wall_s, r.jobs_per_min, r.per_runner, r.fleet_start_s
+            )?;
+        }
+        writeln!(f, "2 runners / 1 runner: {:.2}x", self.ratio)
+    }
+}
+
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "runner: {}", self.runner)?;

@@ -23,10 +23,14 @@ use crate::podman::LabUser;
 /// The name job containers and the host runner both use for mock-gitlab.
 pub const GITLAB_HOST: &str = "runnerlab-gitlab";
 
+/// The current pid of a host runner, shared with the lab's cleanup guard (a restart changes it).
+pub type PidCell = std::sync::Arc<std::sync::Mutex<Option<u32>>>;
+
 pub struct HostRunner {
     user: LabUser,
     dir: PathBuf,
     child: tokio::sync::Mutex<Option<tokio::process::Child>>,
+    pid: PidCell,
 }
 
 impl HostRunner {
@@ -48,6 +52,7 @@ impl HostRunner {
             user: user.clone(),
             dir,
             child: tokio::sync::Mutex::new(None),
+            pid: PidCell::default(),
         })
     }
 
@@ -123,6 +128,7 @@ impl HostRunner {
             .context("starting gitlab-runner run on the host")?;
         let pid = child.id().context("the host runner exited at once")?;
         *self.child.lock().await = Some(child);
+        *self.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
         Ok(pid)
     }
 
@@ -140,6 +146,11 @@ impl HostRunner {
         if tokio::time::timeout(grace, child.wait()).await.is_err() {
             let _ = child.kill().await;
         }
+    }
+
+    /// The pid cell a cleanup guard reads when it must kill the runner synchronously.
+    pub fn pid_cell(&self) -> PidCell {
+        self.pid.clone()
     }
 
     pub async fn pid(&self) -> Option<u32> {

@@ -114,7 +114,7 @@ impl LabOptions {
 struct SocketDir(PathBuf);
 
 impl SocketDir {
-    fn create(user: &crate::podman::LabUser, run_id: &str, owner: &str) -> Result<SocketDir> {
+    fn create(user: &crate::podman::LabUser, name: &str, owner: &str) -> Result<SocketDir> {
         let podman_dir = user.runtime_dir().join("podman");
         if !podman_dir.is_dir() {
             bail!(
@@ -122,7 +122,7 @@ impl SocketDir {
                 podman_dir.display()
             );
         }
-        let dir = podman_dir.join(run_id);
+        let dir = podman_dir.join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let d = SocketDir(dir);
         // The reaper removes directories of dead owners.
@@ -148,69 +148,111 @@ pub fn new_run_id() -> String {
     format!("rl-{:08x}", rand::random::<u32>())
 }
 
-/// Removes everything labelled with the run id when dropped (normal exit or panic).
+/// Removes everything labelled with the run id when dropped (normal exit or panic). One per run:
+/// a lab's single runner and a fleet's runners all report to it.
 struct RunGuard {
     run_id: String,
     podman: Podman,
     out_dir: PathBuf,
-    runner_ctr: Mutex<Option<String>>,
-    /// The host runner's pid and raw log (runner on the host).
-    host_runner: Mutex<Option<(u32, PathBuf)>>,
-    /// Resources the runner made without our label (docker executor cache volumes, networks).
+    /// Runner containers, each with the file (in `out_dir`) its log is kept in.
+    runner_ctrs: Mutex<Vec<(String, String)>>,
+    /// Runners on the host: their current pid (a restart changes it), raw log, the file its log
+    /// is kept in.
+    host_runners: Mutex<Vec<(crate::hostrunner::PidCell, PathBuf, String)>>,
+    /// Resources the runners made without our label (docker executor cache volumes, networks).
     foreign: Mutex<Option<reaper::RunRecord>>,
 }
 
 impl RunGuard {
-    fn cleanup(&self) -> Result<Resources> {
-        if let Some((pid, raw)) = self
-            .host_runner
+    /// A runner on the host: killed first at cleanup, its log kept.
+    fn add_host_runner(&self, pid: crate::hostrunner::PidCell, raw: PathBuf, log: &str) {
+        self.host_runners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            // The runner first, as for the container below; its log is kept scrubbed.
-            crate::hostrunner::kill_now(pid);
-            if let Ok(log) = std::fs::read(&raw) {
+            .push((pid, raw, log.to_owned()));
+    }
+
+    fn add_runner(&self, ctr: &str, log: &str) {
+        self.runner_ctrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((ctr.to_owned(), log.to_owned()));
+    }
+
+    /// Record label filters of what a runner creates without our label; saved at once so that the
+    /// reaper finds them after a kill.
+    fn add_foreign(&self, owner: &str, labels: &[String]) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let mut f = self.foreign.lock().unwrap_or_else(|e| e.into_inner());
+        let rec = f.get_or_insert_with(|| reaper::RunRecord {
+            run_id: self.run_id.clone(),
+            owner: owner.to_owned(),
+            foreign_labels: Vec::new(),
+        });
+        rec.foreign_labels.extend(labels.iter().cloned());
+        rec.save()
+    }
+
+    fn cleanup(&self) -> Result<Resources> {
+        let hosts =
+            std::mem::take(&mut *self.host_runners.lock().unwrap_or_else(|e| e.into_inner()));
+        for (pid, raw, log_name) in &hosts {
+            // The runner first, as for containers below; its log is kept, scrubbed.
+            if let Some(pid) = *pid.lock().unwrap_or_else(|e| e.into_inner()) {
+                crate::hostrunner::kill_now(pid);
+            }
+            if let Ok(log) = std::fs::read(raw) {
                 let _ = paths::write_atomic(
-                    &self.out_dir.join("runner.log"),
+                    &self.out_dir.join(log_name),
                     scrub(&String::from_utf8_lossy(&log)).as_bytes(),
                 );
             }
         }
-        if let Some(ctr) = self
-            .runner_ctr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        let ctrs = std::mem::take(&mut *self.runner_ctrs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (ctr, log_name) in &ctrs {
             // Keep the runner's own log next to the report: the first thing to read when a job fails.
-            if let Ok(out) = self.podman.std_command(["logs", &ctr]).output() {
+            if let Ok(out) = self.podman.std_command(["logs", ctr]).output() {
                 let mut log = out.stdout;
                 log.extend_from_slice(&out.stderr);
                 let _ = paths::write_atomic(
-                    &self.out_dir.join("runner.log"),
+                    &self.out_dir.join(log_name),
                     scrub(&String::from_utf8_lossy(&log)).as_bytes(),
                 );
             }
-            // The runner first: a runner in the middle of a job creates containers while the rest
-            // is being removed.
+        }
+        if !ctrs.is_empty() {
+            // The runners first (one call: podman stops them in parallel): a runner in the middle
+            // of a job creates containers while the rest is being removed.
+            let mut args = vec!["rm", "-f", "-t", "2"];
+            args.extend(ctrs.iter().map(|(c, _)| c.as_str()));
             let _ = self
                 .podman
-                .std_command(["rm", "-f", "-t", "2", &ctr])
+                .std_command(args)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        // The service logs at warning level (no request bodies), but nothing leaves unscrubbed.
-        let api_log = self.out_dir.join(API_LOG);
-        if let Ok(text) = std::fs::read_to_string(&api_log) {
-            let clean = scrub(&text);
-            if clean != text {
-                let _ = paths::write_atomic(&api_log, clean.as_bytes());
+        // The services log at warning level (no request bodies), but nothing leaves unscrubbed.
+        for e in std::fs::read_dir(&self.out_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("podman-api") && name.ends_with(".log")) {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(e.path()) {
+                let clean = scrub(&text);
+                if clean != text {
+                    let _ = paths::write_atomic(&e.path(), clean.as_bytes());
+                }
             }
         }
         let mut removed = self.podman.remove_run(&self.run_id)?;
-        // After the runner is gone nothing recreates them.
+        // After the runners are gone nothing recreates them.
         if let Some(rec) = self
             .foreign
             .lock()
@@ -234,48 +276,53 @@ impl Drop for RunGuard {
     }
 }
 
-/// A running lab. Drop it (or call [`Lab::shutdown`]) to remove everything it created.
-pub struct Lab {
-    run_id: String,
-    podman: Podman,
-    mock: MockGitlab,
-    runner: ForgedRunner,
-    images: LabImages,
-    registered: CreatedRunner,
-    runner_ctr: String,
-    /// Set when the runner runs on the host (`runner_ctr` is then empty).
-    host_runner: Option<crate::hostrunner::HostRunner>,
-    config_volume: String,
+/// What a lab and a fleet share: one run id, one store, one mock-gitlab, one guard, and the runner
+/// instances registered against that mock. Field order is drop order.
+pub(crate) struct RunCore {
+    pub(crate) run_id: String,
+    pub(crate) podman: Podman,
+    pub(crate) mock: MockGitlab,
+    pub(crate) runner: ForgedRunner,
+    pub(crate) images: LabImages,
+    pub(crate) owner: String,
+    pub(crate) out_dir: PathBuf,
     projects: Mutex<HashMap<String, String>>,
-    out_dir: PathBuf,
-    started_in: Duration,
-    register_output: String,
-    options: LabOptions,
-    // Field order matters: the guard removes containers before the mock's data dir goes away.
+    // The guard removes containers before the instances' API services stop (the custom driver
+    // talks through them) and before the mock's data dir goes away.
     guard: RunGuard,
-    // Stopped after the guard removed the runner and its jobs (the custom driver talks through it).
-    api: Option<ApiService>,
-    // Removed after the service stopped.
-    _socket_dir: Option<SocketDir>,
+    pub(crate) instances: Vec<RunnerInstance>,
     _data: tempfile::TempDir,
 }
 
-impl Lab {
-    /// Start a lab with the default runner for `executor`.
-    pub async fn start(executor: Executor) -> Result<Lab> {
-        Lab::start_with(LabOptions::new(executor)).await
-    }
+/// One runner instance to add to a run.
+pub(crate) struct InstanceSpec {
+    /// `None`: a lab's single runner (`<run>-runner`, volume `<run>-config`); `Some(n)`: a fleet's
+    /// runner `<run>-<n>` with volume `<run>-<n>-config` (the seed's `runner-1-config` pattern).
+    pub name: Option<String>,
+    pub executor: Executor,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    /// The runner's global `concurrent`.
+    pub concurrent: u32,
+    /// `[[runners]] limit` (0: no limit of its own).
+    pub limit: u32,
+    pub check_interval: Option<u32>,
+    pub extras: RunnerExtras,
+    /// Docker mode: the runner on the host rather than in a container.
+    pub on_host: bool,
+}
 
-    pub async fn start_with(opts: LabOptions) -> Result<Lab> {
-        let t0 = Instant::now();
-        let podman = match &opts.store {
+impl RunCore {
+    /// Reap dead runs, get the runner and images, start mock-gitlab: everything but runners.
+    pub(crate) async fn start(store: Option<&Podman>, runner_opts: &GetOptions) -> Result<RunCore> {
+        let podman = match store {
             Some(p) => p.clone(),
             None => Podman::lab()?,
         };
         // Leftovers of killed runs go first, so that they cannot pile up across test runs.
         reaper::reap_dead(std::slice::from_ref(&podman));
-        let runner = runner::get(&opts.runner).await?;
-        let stores = match &opts.store {
+        let runner = runner::get(runner_opts).await?;
+        let stores = match store {
             Some(p) => vec![p.clone()],
             None => crate::forge::base::stores()?,
         };
@@ -287,8 +334,8 @@ impl Lab {
             run_id: run_id.clone(),
             podman: podman.clone(),
             out_dir: out_dir.clone(),
-            runner_ctr: Mutex::new(None),
-            host_runner: Mutex::new(None),
+            runner_ctrs: Mutex::new(Vec::new()),
+            host_runners: Mutex::new(Vec::new()),
             foreign: Mutex::new(None),
         };
         let data = tempfile::Builder::new()
@@ -304,270 +351,32 @@ impl Lab {
             .await
             .context("starting mock-gitlab")?;
         redact::register_secret(&mock.registration_token());
-        let registered = mock.create_runner(RunnerSpec {
-            description: format!("{run_id}-runner"),
-            tags: vec![],
-            run_untagged: true,
-        });
-        redact::register_secret(&registered.token);
-        let owner = owner_tag();
-        let mut mode = ExecutorSetup::new(
-            opts.executor,
-            &run_id,
-            &owner,
-            &registered.token,
-            &podman,
-            &runner,
-            &images,
-        )
-        .await?;
-        mode.extend(&opts.extras);
-        if !mode.foreign_labels.is_empty() {
-            let rec = reaper::RunRecord {
-                run_id: run_id.clone(),
-                owner: owner.clone(),
-                foreign_labels: mode.foreign_labels.clone(),
-            };
-            rec.save()?;
-            *guard.foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(rec);
-        }
-        let name = format!("{run_id}-runner");
-        let (runner_ctr, config_volume, register_output, host_runner) = if opts.runner_on_host {
-            if opts.executor != Executor::Docker {
-                bail!(
-                    "the runner on the host is a docker-executor deployment; {} mode runs it in a container",
-                    opts.executor
-                );
-            }
-            let dir = mode
-                .socket_dir
-                .as_ref()
-                .context("docker mode has a socket directory")?;
-            let user = podman
-                .user()
-                .context("the runner on the host runs as the rootless lab user")?;
-            let hr = crate::hostrunner::HostRunner::prepare(user, &dir.0, &runner.runner_bin())?;
-            let port = mock
-                .local_url()
-                .rsplit(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            let url = format!("http://{}:{port}", crate::hostrunner::GITLAB_HOST);
-            let cfg = hr.config().to_string_lossy().into_owned();
-            let extra_host = format!("{}:10.0.2.2", crate::hostrunner::GITLAB_HOST);
-            let mut reg: Vec<&str> = vec![
-                "register",
-                "--config",
-                &cfg,
-                "--non-interactive",
-                "--url",
-                &url,
-                "--token",
-                &registered.token,
-                "--executor",
-                "docker",
-                "--name",
-                &name,
-                "--output-limit",
-                "16384",
-                // Job and helper containers reach the same name on the host's loopback.
-                "--docker-extra-hosts",
-                &extra_host,
-            ];
-            reg.extend(mode.register_args.iter().map(String::as_str));
-            let out = hr
-                .exec(&reg)
-                .await
-                .context("gitlab-runner register (on the host)")?;
-            if opts.concurrent != 1 {
-                hr.set_global("concurrent", opts.concurrent)?;
-            }
-            if let Some(n) = opts.check_interval {
-                hr.set_global("check_interval", n)?;
-            }
-            let pid = hr.start().await?;
-            *guard.host_runner.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((pid, hr.raw_log()));
-            (String::new(), String::new(), scrub(&out), Some(hr))
-        } else {
-            let labels = [
-                "--label".to_owned(),
-                format!("{RUN_LABEL}={run_id}"),
-                "--label".to_owned(),
-                format!("{OWNER_LABEL}={owner}"),
-            ];
-            let config_volume = format!("{run_id}-config");
-            let mut args: Vec<String> = vec!["volume".into(), "create".into()];
-            args.extend(labels.iter().cloned());
-            args.push(config_volume.clone());
-            podman.run(&args).await?;
-
-            // A short-lived container of the runner image on the config volume (register, configure).
-            let one_shot = |name: &str, entrypoint: Option<&str>, cmd: &[&str]| -> Vec<String> {
-                let mut a: Vec<String> = vec![
-                    "run".into(),
-                    "--rm".into(),
-                    "--name".into(),
-                    format!("{run_id}-{name}"),
-                ];
-                a.extend(labels.iter().cloned());
-                a.extend(common_run_args(&config_volume));
-                a.extend(mode.run_args.iter().cloned());
-                if let Some(e) = entrypoint {
-                    a.extend(["--entrypoint".into(), e.to_owned()]);
-                }
-                a.push(mode.image.clone());
-                a.extend(cmd.iter().map(|s| s.to_string()));
-                a
-            };
-            let url = mock.external_url();
-            let mut reg: Vec<&str> = vec![
-                "register",
-                "--non-interactive",
-                "--url",
-                &url,
-                "--token",
-                &registered.token,
-                "--executor",
-                opts.executor.name(),
-                "--name",
-                &name,
-            ];
-            // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
-            reg.extend(["--output-limit", "16384"]);
-            reg.extend(mode.register_args.iter().map(String::as_str));
-            let register = podman
-                .run(one_shot("register", None, &reg))
-                .await
-                .context("gitlab-runner register")?;
-            let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
-            // Global settings are not register flags: set them in the config volume.
-            let mut global = Vec::new();
-            if opts.concurrent != 1 {
-                global.push(("concurrent", opts.concurrent));
-            }
-            if let Some(n) = opts.check_interval {
-                global.push(("check_interval", n));
-            }
-            for (key, n) in global {
-                let script = format!(
-                    "sed -i 's/^{key} = .*/{key} = {n}/' /etc/gitlab-runner/config.toml && \
-                     grep -qx '{key} = {n}' /etc/gitlab-runner/config.toml"
-                );
-                podman
-                    .run(one_shot("configure", Some("sh"), &["-c", &script]))
-                    .await
-                    .with_context(|| format!("setting {key} = {n} in the runner's config.toml"))?;
-            }
-
-            let mut args: Vec<String> =
-                vec!["run".into(), "-d".into(), "--name".into(), name.clone()];
-            args.extend(labels.iter().cloned());
-            args.extend(common_run_args(&config_volume));
-            args.extend(mode.run_args.iter().cloned());
-            args.push(mode.image.clone());
-            podman
-                .run(&args)
-                .await
-                .context("starting the runner container")?;
-            *guard.runner_ctr.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
-            (name, config_volume, register_output, None)
-        };
-
-        let lab = Lab {
+        Ok(RunCore {
             run_id,
             podman,
             mock,
             runner,
             images,
-            registered,
-            runner_ctr,
-            host_runner,
-            config_volume,
-            projects: Mutex::new(HashMap::new()),
+            owner: owner_tag(),
             out_dir,
-            started_in: Duration::ZERO,
-            register_output,
-            options: opts.clone(),
+            projects: Mutex::new(HashMap::new()),
             guard,
-            api: mode.api,
-            _socket_dir: mode.socket_dir,
+            instances: Vec::new(),
             _data: data,
-        };
-        lab.wait_polling(opts.ready_timeout).await?;
-        Ok(Lab {
-            started_in: t0.elapsed(),
-            ..lab
         })
     }
 
-    /// Wait until the runner has asked for a job since `since` polls (the sign that it is up).
-    async fn wait_polls_beyond(&self, since: u64, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.poll_count() > since {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let logs = match &self.host_runner {
-                    Some(h) => h.log_tail(30),
-                    None => self
-                        .podman
-                        .run(["logs", "--tail", "30", &self.runner_ctr])
-                        .await
-                        .map(|o| format!("{}{}", o.stdout, o.stderr))
-                        .unwrap_or_default(),
-                };
-                bail!(
-                    "the runner did not ask mock-gitlab for a job within {timeout:?}; last runner log lines:\n{}",
-                    scrub(&logs)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Create a runner on the mock, register it into its own config volume and start its container
+    /// (not waiting for its first poll: see [`RunnerInstance::wait_polls_beyond`]).
+    pub(crate) async fn launch(&mut self, spec: InstanceSpec) -> Result<&RunnerInstance> {
+        let inst = RunnerInstance::launch(self, spec).await?;
+        self.instances.push(inst);
+        Ok(self.instances.last().expect("just pushed"))
     }
 
-    async fn wait_polling(&self, timeout: Duration) -> Result<()> {
-        self.wait_polls_beyond(0, timeout).await
-    }
-
-    /// Wait until the runner is parked in a long-poll on the mock (idle and listening), so that a job
-    /// queued now is handed over at once. Returns immediately if it already is.
-    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let held = |lab: &Lab| lab.runner_record().map(|r| r.long_polls).unwrap_or(0);
-        let before = held(self);
-        // A hold that started before this call may be about to time out; wait for a fresh one.
-        while held(self) == before {
-            if Instant::now() > deadline {
-                bail!("the runner did not start a long-poll within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    /// Wait until the runner asks for a job again after `finished` (a job's end on the mock's clock):
-    /// with `concurrent = 1` that is the sign that the job's cleanup is over.
-    pub async fn wait_asking_since(&self, finished: Instant, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let asked = self.runner_record().and_then(|r| r.last_poll);
-            if asked.is_some_and(|t| t > finished) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the runner did not ask for a job within {timeout:?} of the last job's end");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// What of `inv` (a listing of this lab's store) belongs to this lab: the run's label, and the
-    /// GitLab labels of what the runner creates without ours (docker mode's cache volumes and
-    /// build networks).
-    pub fn own(&self, inv: &crate::podman::Inventory) -> Resources {
+    /// What of `inv` belongs to this run: the run's label, and the GitLab labels of what the
+    /// runners create without ours (docker mode's cache volumes and build networks).
+    pub(crate) fn own(&self, inv: &crate::podman::Inventory) -> Resources {
         let mut labels = vec![format!("{RUN_LABEL}={}", self.run_id)];
         labels.extend(
             self.guard
@@ -580,154 +389,10 @@ impl Lab {
         inv.matching_any(&labels)
     }
 
-    /// Host pid of the runner container's main process (`gitlab-runner run`), or of the runner on
-    /// the host.
-    pub async fn runner_pid(&self) -> Result<u32> {
-        if let Some(h) = &self.host_runner {
-            return h
-                .pid()
-                .await
-                .context("the runner on the host is not running");
-        }
-        let pid = self
-            .podman
-            .text(["inspect", "--format", "{{.State.Pid}}", &self.runner_ctr])
-            .await?;
-        pid.trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|p| *p > 0)
-            .with_context(|| format!("runner container {} has no pid ({pid:?})", self.runner_ctr))
-    }
-
-    /// Stop the lab's Podman API service and start a new one on the same socket path, as a host
-    /// restarting `podman.service` would. Returns how long the socket was gone.
-    pub async fn restart_api(&mut self) -> Result<Duration> {
-        let old = self
-            .api
-            .take()
-            .context("this lab's mode has no Podman API service (shell mode)")?;
-        let socket = old.socket().clone();
-        let t0 = Instant::now();
-        old.stop().await?;
-        self.api = Some(
-            ApiService::start(
-                &self.podman,
-                socket,
-                &self.out_dir.join(API_LOG),
-                Duration::from_secs(30),
-            )
-            .await?,
-        );
-        Ok(t0.elapsed())
-    }
-
-    /// Host pid of the lab's Podman API service (docker and custom modes).
-    pub fn api_pid(&self) -> Option<u32> {
-        self.api.as_ref().and_then(ApiService::pid)
-    }
-
-    fn poll_count(&self) -> u64 {
-        self.runner_record().map(|r| r.poll_count).unwrap_or(0)
-    }
-
-    /// The mock's record of this lab's runner.
-    fn runner_record(&self) -> Option<mock_gitlab::RunnerRecord> {
-        self.mock
-            .runners()
-            .into_iter()
-            .find(|r| r.id == self.registered.id)
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.run_id
-    }
-    /// The options this lab was started with (a case may start a variant of it).
-    pub fn options(&self) -> &LabOptions {
-        &self.options
-    }
-
-    pub fn executor(&self) -> Executor {
-        self.options.executor
-    }
-    pub fn mock(&self) -> &MockGitlab {
-        &self.mock
-    }
-    pub fn podman(&self) -> &Podman {
-        &self.podman
-    }
-    pub fn runner(&self) -> &ForgedRunner {
-        &self.runner
-    }
-    pub fn images(&self) -> &LabImages {
-        &self.images
-    }
-    /// The runner container's name; empty when the runner runs on the host.
-    pub fn runner_container(&self) -> &str {
-        &self.runner_ctr
-    }
-    /// Whether the runner runs on the host rather than in a container.
-    pub fn runner_on_host(&self) -> bool {
-        self.host_runner.is_some()
-    }
-    pub fn config_volume(&self) -> &str {
-        &self.config_volume
-    }
-    /// The mock's id of the registered runner.
-    pub fn runner_id(&self) -> u64 {
-        self.registered.id
-    }
-    /// What `gitlab-runner register` printed (secrets removed).
-    pub fn register_output(&self) -> &str {
-        &self.register_output
-    }
-    /// Wall time of [`Lab::start`].
-    pub fn started_in(&self) -> Duration {
-        self.started_in
-    }
-    /// `target/runnerlab/<run id>/`.
-    pub fn out_dir(&self) -> &Path {
-        &self.out_dir
-    }
-
-    /// Run `gitlab-runner ARGS…` inside the running runner container (like `podman exec`).
-    pub async fn exec_runner(&self, args: &[&str]) -> Result<String> {
-        if let Some(h) = &self.host_runner {
-            let cfg = h.config().to_string_lossy().into_owned();
-            let mut a = args.to_vec();
-            a.extend(["--config", &cfg]);
-            return Ok(scrub(&strip_ansi(&h.exec(&a).await?)));
-        }
-        let mut a = vec!["exec", &self.runner_ctr, "gitlab-runner"];
-        a.extend_from_slice(args);
-        let out = self.podman.run(a).await?;
-        Ok(scrub(&strip_ansi(&format!("{}{}", out.stdout, out.stderr))))
-    }
-
-    /// Restart the runner container and wait until it polls again (config must come from the volume).
-    pub async fn restart_runner(&self) -> Result<()> {
-        let before = self.poll_count();
-        if let Some(h) = &self.host_runner {
-            h.stop(Duration::from_secs(5)).await;
-            let pid = h.start().await?;
-            *self
-                .guard
-                .host_runner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((pid, h.raw_log()));
-        } else {
-            self.podman
-                .run(["restart", "-t", "5", &self.runner_ctr])
-                .await?;
-        }
-        self.wait_polls_beyond(before, Duration::from_secs(60))
-            .await
-    }
-
-    /// A pipeline of fixture project `fixtures/projects/<project>`.
-    pub fn pipeline(&self, project: &str) -> PipelineBuilder<'_> {
+    pub(crate) fn pipeline(&self, project: &str, executor: Executor) -> PipelineBuilder<'_> {
         PipelineBuilder {
-            lab: self,
+            core: self,
+            executor,
             project: project.to_owned(),
             git_ref: "main".into(),
             timeout: Duration::from_secs(180),
@@ -757,11 +422,632 @@ impl Lab {
         Ok(path)
     }
 
-    /// Remove everything this lab created and return what was removed. Dropping does the same.
-    pub async fn shutdown(self) -> Result<Resources> {
+    pub(crate) async fn shutdown(self) -> Result<Resources> {
         let mock = self.mock.clone();
         mock.shutdown().await;
         self.guard.cleanup()
+    }
+}
+
+/// One registered runner container of a lab or fleet: its own mock runner (id, `glrt-` token),
+/// its own config volume, its own API service in docker and custom modes.
+pub struct RunnerInstance {
+    name: Option<String>,
+    executor: Executor,
+    podman: Podman,
+    mock: MockGitlab,
+    registered: CreatedRunner,
+    container: String,
+    config_volume: String,
+    register_output: String,
+    api_log: PathBuf,
+    /// Set when the runner runs on the host (`container` and `config_volume` are then empty).
+    host: Option<crate::hostrunner::HostRunner>,
+    api: Option<ApiService>,
+    // Removed after the service stopped.
+    _socket_dir: Option<SocketDir>,
+}
+
+impl RunnerInstance {
+    async fn launch(core: &RunCore, spec: InstanceSpec) -> Result<RunnerInstance> {
+        let run_id = &core.run_id;
+        let podman = &core.podman;
+        // The Lab's names are kept as they were; a fleet's carry the runner's name.
+        let (base, config_volume, api_log, runner_log) = match &spec.name {
+            None => (
+                format!("{run_id}-runner"),
+                format!("{run_id}-config"),
+                API_LOG.to_owned(),
+                "runner.log".to_owned(),
+            ),
+            Some(n) => (
+                format!("{run_id}-{n}"),
+                format!("{run_id}-{n}-config"),
+                format!("podman-api-{n}.log"),
+                format!("runner-{n}.log"),
+            ),
+        };
+        let one_shot_prefix = match &spec.name {
+            None => run_id.clone(),
+            Some(_) => base.clone(),
+        };
+        let registered = core.mock.create_runner(RunnerSpec {
+            description: base.clone(),
+            tags: spec.tags.clone(),
+            run_untagged: spec.run_untagged,
+        });
+        redact::register_secret(&registered.token);
+        let owner = &core.owner;
+        let socket_name = match &spec.name {
+            None => run_id.clone(),
+            Some(_) => base.clone(),
+        };
+        let api_log = core.out_dir.join(api_log);
+        let mut mode = ExecutorSetup::new(
+            spec.executor,
+            run_id,
+            &socket_name,
+            owner,
+            &registered.token,
+            podman,
+            &core.runner,
+            &core.images,
+            &api_log,
+        )
+        .await?;
+        mode.extend(&spec.extras);
+        core.guard.add_foreign(owner, &mode.foreign_labels)?;
+        if spec.on_host {
+            return RunnerInstance::launch_on_host(
+                core, spec, mode, registered, base, runner_log, api_log,
+            )
+            .await;
+        }
+        let labels = [
+            "--label".to_owned(),
+            format!("{RUN_LABEL}={run_id}"),
+            "--label".to_owned(),
+            format!("{OWNER_LABEL}={owner}"),
+        ];
+        let mut args: Vec<String> = vec!["volume".into(), "create".into()];
+        args.extend(labels.iter().cloned());
+        args.push(config_volume.clone());
+        podman.run(&args).await?;
+
+        // A short-lived container of the runner image on the config volume (register, configure).
+        let one_shot = |name: &str, entrypoint: Option<&str>, cmd: &[&str]| -> Vec<String> {
+            let mut a: Vec<String> = vec![
+                "run".into(),
+                "--rm".into(),
+                "--name".into(),
+                format!("{one_shot_prefix}-{name}"),
+            ];
+            a.extend(labels.iter().cloned());
+            a.extend(common_run_args(&config_volume));
+            a.extend(mode.run_args.iter().cloned());
+            if let Some(e) = entrypoint {
+                a.extend(["--entrypoint".into(), e.to_owned()]);
+            }
+            a.push(mode.image.clone());
+            a.extend(cmd.iter().map(|s| s.to_string()));
+            a
+        };
+        let url = core.mock.external_url();
+        let limit = spec.limit.to_string();
+        let mut reg: Vec<&str> = vec![
+            "register",
+            "--non-interactive",
+            "--url",
+            &url,
+            "--token",
+            &registered.token,
+            "--executor",
+            spec.executor.name(),
+            "--name",
+            &base,
+        ];
+        // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
+        reg.extend(["--output-limit", "16384"]);
+        if spec.limit > 0 {
+            reg.extend(["--limit", &limit]);
+        }
+        reg.extend(mode.register_args.iter().map(String::as_str));
+        let register = podman
+            .run(one_shot("register", None, &reg))
+            .await
+            .context("gitlab-runner register")?;
+        let register_output = scrub(&format!("{}{}", register.stdout, register.stderr));
+        // Global settings are not register flags: set them in the config volume.
+        let mut global = Vec::new();
+        if spec.concurrent != 1 {
+            global.push(("concurrent", spec.concurrent));
+        }
+        if let Some(n) = spec.check_interval {
+            global.push(("check_interval", n));
+        }
+        for (key, n) in global {
+            let script = format!(
+                "sed -i 's/^{key} = .*/{key} = {n}/' /etc/gitlab-runner/config.toml && \
+                 grep -qx '{key} = {n}' /etc/gitlab-runner/config.toml"
+            );
+            podman
+                .run(one_shot("configure", Some("sh"), &["-c", &script]))
+                .await
+                .with_context(|| format!("setting {key} = {n} in the runner's config.toml"))?;
+        }
+
+        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), base.clone()];
+        args.extend(labels.iter().cloned());
+        args.extend(common_run_args(&config_volume));
+        args.extend(mode.run_args.iter().cloned());
+        args.push(mode.image.clone());
+        // Registered with the guard even if `run` fails half-way: a created container is removed.
+        core.guard.add_runner(&base, &runner_log);
+        podman
+            .run(&args)
+            .await
+            .context("starting the runner container")?;
+        Ok(RunnerInstance {
+            name: spec.name,
+            executor: spec.executor,
+            podman: podman.clone(),
+            mock: core.mock.clone(),
+            registered,
+            container: base,
+            config_volume,
+            register_output,
+            api_log,
+            host: None,
+            api: mode.api,
+            _socket_dir: mode.socket_dir,
+        })
+    }
+
+    /// The docker mode's runner on the host, as the lab user (see `hostrunner`).
+    async fn launch_on_host(
+        core: &RunCore,
+        spec: InstanceSpec,
+        mode: ExecutorSetup,
+        registered: CreatedRunner,
+        name: String,
+        runner_log: String,
+        api_log: PathBuf,
+    ) -> Result<RunnerInstance> {
+        use crate::hostrunner::{GITLAB_HOST, HostRunner};
+        if spec.executor != Executor::Docker {
+            bail!(
+                "the runner on the host is a docker-executor deployment; {} mode runs it in a container",
+                spec.executor
+            );
+        }
+        let dir = mode
+            .socket_dir
+            .as_ref()
+            .context("docker mode has a socket directory")?;
+        let user = core
+            .podman
+            .user()
+            .context("the runner on the host runs as the rootless lab user")?;
+        let hr = HostRunner::prepare(user, &dir.0, &core.runner.runner_bin())?;
+        let port = core
+            .mock
+            .local_url()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let url = format!("http://{GITLAB_HOST}:{port}");
+        let cfg = hr.config().to_string_lossy().into_owned();
+        let extra_host = format!("{GITLAB_HOST}:10.0.2.2");
+        let limit = spec.limit.to_string();
+        let mut reg: Vec<&str> = vec![
+            "register",
+            "--config",
+            &cfg,
+            "--non-interactive",
+            "--url",
+            &url,
+            "--token",
+            &registered.token,
+            "--executor",
+            "docker",
+            "--name",
+            &name,
+            "--output-limit",
+            "16384",
+            // Job and helper containers reach the same name on the host's loopback.
+            "--docker-extra-hosts",
+            &extra_host,
+        ];
+        if spec.limit > 0 {
+            reg.extend(["--limit", &limit]);
+        }
+        reg.extend(mode.register_args.iter().map(String::as_str));
+        let out = hr
+            .exec(&reg)
+            .await
+            .context("gitlab-runner register (on the host)")?;
+        if spec.concurrent != 1 {
+            hr.set_global("concurrent", spec.concurrent)?;
+        }
+        if let Some(n) = spec.check_interval {
+            hr.set_global("check_interval", n)?;
+        }
+        core.guard
+            .add_host_runner(hr.pid_cell(), hr.raw_log(), &runner_log);
+        hr.start().await?;
+        Ok(RunnerInstance {
+            name: spec.name,
+            executor: spec.executor,
+            podman: core.podman.clone(),
+            mock: core.mock.clone(),
+            registered,
+            container: String::new(),
+            config_volume: String::new(),
+            register_output: scrub(&out),
+            api_log,
+            host: Some(hr),
+            api: mode.api,
+            _socket_dir: mode.socket_dir,
+        })
+    }
+
+    /// Whether this runner runs on the host rather than in a container.
+    pub fn on_host(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// The fleet's name of this runner (`None` for a lab's single runner).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    /// The mock's id of this runner.
+    pub fn id(&self) -> u64 {
+        self.registered.id
+    }
+    /// The name it was registered with, which is also its container's name.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+    pub fn config_volume(&self) -> &str {
+        &self.config_volume
+    }
+    pub fn executor(&self) -> Executor {
+        self.executor
+    }
+    /// What `gitlab-runner register` printed (secrets removed).
+    pub fn register_output(&self) -> &str {
+        &self.register_output
+    }
+
+    /// The mock's record of this runner.
+    pub fn record(&self) -> Option<mock_gitlab::RunnerRecord> {
+        self.mock
+            .runners()
+            .into_iter()
+            .find(|r| r.id == self.registered.id)
+    }
+
+    /// The jobs the mock handed to this runner, by id.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.mock
+            .jobs()
+            .into_iter()
+            .filter(|j| j.runner_id == Some(self.registered.id))
+            .collect()
+    }
+
+    pub fn poll_count(&self) -> u64 {
+        self.record().map(|r| r.poll_count).unwrap_or(0)
+    }
+
+    /// Wait until the runner has asked for a job since `since` polls (the sign that it is up).
+    pub async fn wait_polls_beyond(&self, since: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.poll_count() > since {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let logs = match &self.host {
+                    Some(h) => h.log_tail(30),
+                    None => self
+                        .podman
+                        .run(["logs", "--tail", "30", &self.container])
+                        .await
+                        .map(|o| format!("{}{}", o.stdout, o.stderr))
+                        .unwrap_or_default(),
+                };
+                bail!(
+                    "runner {} did not ask mock-gitlab for a job within {timeout:?}; last runner log lines:\n{}",
+                    self.container,
+                    scrub(&logs)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until the runner is parked in a long-poll on the mock (idle and listening), so that a job
+    /// queued now is handed over at once.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let held = |i: &RunnerInstance| i.record().map(|r| r.long_polls).unwrap_or(0);
+        let before = held(self);
+        // A hold that started before this call may be about to time out; wait for a fresh one.
+        while held(self) == before {
+            if Instant::now() > deadline {
+                bail!("the runner did not start a long-poll within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Wait until the runner asks for a job again after `finished` (a job's end on the mock's clock):
+    /// with `concurrent = 1` that is the sign that the job's cleanup is over.
+    pub async fn wait_asking_since(&self, finished: Instant, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let asked = self.record().and_then(|r| r.last_poll);
+            if asked.is_some_and(|t| t > finished) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the runner did not ask for a job within {timeout:?} of the last job's end");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Host pid of the runner container's main process (`gitlab-runner run`).
+    pub async fn pid(&self) -> Result<u32> {
+        if let Some(h) = &self.host {
+            return h
+                .pid()
+                .await
+                .context("the runner on the host is not running");
+        }
+        let pid = self
+            .podman
+            .text(["inspect", "--format", "{{.State.Pid}}", &self.container])
+            .await?;
+        pid.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p > 0)
+            .with_context(|| format!("runner container {} has no pid ({pid:?})", self.container))
+    }
+
+    /// Run `gitlab-runner ARGS…` inside the running runner container (like `podman exec`).
+    pub async fn exec(&self, args: &[&str]) -> Result<String> {
+        if let Some(h) = &self.host {
+            let cfg = h.config().to_string_lossy().into_owned();
+            let mut a = args.to_vec();
+            a.extend(["--config", &cfg]);
+            return Ok(scrub(&strip_ansi(&h.exec(&a).await?)));
+        }
+        let mut a = vec!["exec", &self.container, "gitlab-runner"];
+        a.extend_from_slice(args);
+        let out = self.podman.run(a).await?;
+        Ok(scrub(&strip_ansi(&format!("{}{}", out.stdout, out.stderr))))
+    }
+
+    /// Restart the runner container and wait until it polls again (config must come from the volume).
+    pub async fn restart(&self) -> Result<()> {
+        let before = self.poll_count();
+        if let Some(h) = &self.host {
+            h.stop(Duration::from_secs(5)).await;
+            self.start_host(h).await?;
+        } else {
+            self.podman
+                .run(["restart", "-t", "5", &self.container])
+                .await?;
+        }
+        self.wait_polls_beyond(before, Duration::from_secs(60))
+            .await
+    }
+
+    /// Stop the runner container (its stop signal, SIGQUIT, is the runner's graceful shutdown).
+    /// Container and config volume stay.
+    pub async fn stop(&self) -> Result<()> {
+        if let Some(h) = &self.host {
+            h.stop(Duration::from_secs(10)).await;
+            return Ok(());
+        }
+        self.podman
+            .run(["stop", "-t", "10", &self.container])
+            .await?;
+        Ok(())
+    }
+
+    /// Start the stopped container again and wait until it polls (config from the volume).
+    pub async fn start(&self) -> Result<()> {
+        let before = self.poll_count();
+        if let Some(h) = &self.host {
+            self.start_host(h).await?;
+        } else {
+            self.podman.run(["start", &self.container]).await?;
+        }
+        self.wait_polls_beyond(before, Duration::from_secs(60))
+            .await
+    }
+
+    /// Start the host runner again (the guard follows its pid through [`HostRunner::pid_cell`]).
+    ///
+    /// [`HostRunner::pid_cell`]: crate::hostrunner::HostRunner::pid_cell
+    async fn start_host(&self, h: &crate::hostrunner::HostRunner) -> Result<()> {
+        h.start().await.map(|_| ())
+    }
+
+    /// Stop this runner's Podman API service and start a new one on the same socket path, as a host
+    /// restarting `podman.service` would. Returns how long the socket was gone.
+    pub async fn restart_api(&mut self) -> Result<Duration> {
+        let old = self
+            .api
+            .take()
+            .context("this runner's mode has no Podman API service (shell mode)")?;
+        let socket = old.socket().clone();
+        let t0 = Instant::now();
+        old.stop().await?;
+        self.api = Some(
+            ApiService::start(&self.podman, socket, &self.api_log, Duration::from_secs(30)).await?,
+        );
+        Ok(t0.elapsed())
+    }
+
+    /// Host pid of this runner's Podman API service (docker and custom modes).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().and_then(ApiService::pid)
+    }
+}
+
+/// A running lab. Drop it (or call [`Lab::shutdown`]) to remove everything it created.
+pub struct Lab {
+    started_in: Duration,
+    options: LabOptions,
+    core: RunCore,
+}
+
+impl Lab {
+    /// Start a lab with the default runner for `executor`.
+    pub async fn start(executor: Executor) -> Result<Lab> {
+        Lab::start_with(LabOptions::new(executor)).await
+    }
+
+    pub async fn start_with(opts: LabOptions) -> Result<Lab> {
+        let t0 = Instant::now();
+        let mut core = RunCore::start(opts.store.as_ref(), &opts.runner).await?;
+        core.launch(InstanceSpec {
+            name: None,
+            executor: opts.executor,
+            tags: vec![],
+            run_untagged: true,
+            concurrent: opts.concurrent,
+            limit: 0,
+            check_interval: opts.check_interval,
+            extras: opts.extras.clone(),
+            on_host: opts.runner_on_host,
+        })
+        .await?
+        .wait_polls_beyond(0, opts.ready_timeout)
+        .await?;
+        Ok(Lab {
+            started_in: t0.elapsed(),
+            options: opts,
+            core,
+        })
+    }
+
+    /// The lab's runner instance.
+    pub fn instance(&self) -> &RunnerInstance {
+        &self.core.instances[0]
+    }
+
+    /// Whether the runner runs on the host rather than in a container.
+    pub fn runner_on_host(&self) -> bool {
+        self.instance().on_host()
+    }
+
+    /// Wait until the runner is parked in a long-poll on the mock (idle and listening), so that a job
+    /// queued now is handed over at once. Returns immediately if it already is.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        self.instance().wait_idle(timeout).await
+    }
+
+    /// Wait until the runner asks for a job again after `finished` (a job's end on the mock's clock):
+    /// with `concurrent = 1` that is the sign that the job's cleanup is over.
+    pub async fn wait_asking_since(&self, finished: Instant, timeout: Duration) -> Result<()> {
+        self.instance().wait_asking_since(finished, timeout).await
+    }
+
+    /// What of `inv` (a listing of this lab's store) belongs to this lab: the run's label, and the
+    /// GitLab labels of what the runner creates without ours (docker mode's cache volumes and
+    /// build networks).
+    pub fn own(&self, inv: &crate::podman::Inventory) -> Resources {
+        self.core.own(inv)
+    }
+
+    /// Host pid of the runner container's main process (`gitlab-runner run`).
+    pub async fn runner_pid(&self) -> Result<u32> {
+        self.instance().pid().await
+    }
+
+    /// Stop the lab's Podman API service and start a new one on the same socket path, as a host
+    /// restarting `podman.service` would. Returns how long the socket was gone.
+    pub async fn restart_api(&mut self) -> Result<Duration> {
+        self.core.instances[0].restart_api().await
+    }
+
+    /// Host pid of the lab's Podman API service (docker and custom modes).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.instance().api_pid()
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.core.run_id
+    }
+    /// The options this lab was started with (a case may start a variant of it).
+    pub fn options(&self) -> &LabOptions {
+        &self.options
+    }
+
+    pub fn executor(&self) -> Executor {
+        self.options.executor
+    }
+    pub fn mock(&self) -> &MockGitlab {
+        &self.core.mock
+    }
+    pub fn podman(&self) -> &Podman {
+        &self.core.podman
+    }
+    pub fn runner(&self) -> &ForgedRunner {
+        &self.core.runner
+    }
+    pub fn images(&self) -> &LabImages {
+        &self.core.images
+    }
+    pub fn runner_container(&self) -> &str {
+        self.instance().container()
+    }
+    pub fn config_volume(&self) -> &str {
+        self.instance().config_volume()
+    }
+    /// The mock's id of the registered runner.
+    pub fn runner_id(&self) -> u64 {
+        self.instance().id()
+    }
+    /// What `gitlab-runner register` printed (secrets removed).
+    pub fn register_output(&self) -> &str {
+        self.instance().register_output()
+    }
+    /// Wall time of [`Lab::start`].
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+    /// `target/runnerlab/<run id>/`.
+    pub fn out_dir(&self) -> &Path {
+        &self.core.out_dir
+    }
+
+    /// Run `gitlab-runner ARGS…` inside the running runner container (like `podman exec`).
+    pub async fn exec_runner(&self, args: &[&str]) -> Result<String> {
+        self.instance().exec(args).await
+    }
+
+    /// Restart the runner container and wait until it polls again (config must come from the volume).
+    pub async fn restart_runner(&self) -> Result<()> {
+        self.instance().restart().await
+    }
+
+    /// A pipeline of fixture project `fixtures/projects/<project>`.
+    pub fn pipeline(&self, project: &str) -> PipelineBuilder<'_> {
+        self.core.pipeline(project, self.options.executor)
+    }
+
+    /// Remove everything this lab created and return what was removed. Dropping does the same.
+    pub async fn shutdown(self) -> Result<Resources> {
+        self.core.shutdown().await
     }
 }
 
@@ -809,14 +1095,19 @@ impl ExecutorSetup {
             .extend(extras.register_args.iter().cloned());
     }
 
+    /// `socket_name`: the directory of this runner's API socket under `/run/user/<uid>/podman/`
+    /// (the run id for a lab; one per runner in a fleet). `api_log`: where its service's stderr goes.
+    #[allow(clippy::too_many_arguments)]
     async fn new(
         executor: Executor,
         run_id: &str,
+        socket_name: &str,
         owner: &str,
         runner_token: &str,
         podman: &Podman,
         runner: &ForgedRunner,
         images: &LabImages,
+        api_log: &Path,
     ) -> Result<ExecutorSetup> {
         match executor {
             Executor::Shell => Ok(ExecutorSetup {
@@ -835,15 +1126,11 @@ impl ExecutorSetup {
                     .user()
                     .context("the custom executor needs the rootless store")?;
                 // One API service per lab, on its own socket: labs running side by side never share one.
-                let dir = SocketDir::create(user, run_id, owner)?;
+                let dir = SocketDir::create(user, socket_name, owner)?;
                 let socket = dir.socket();
-                let api = ApiService::start(
-                    podman,
-                    socket.clone(),
-                    &paths::run_output_dir(run_id).join(API_LOG),
-                    Duration::from_secs(30),
-                )
-                .await?;
+                let api =
+                    ApiService::start(podman, socket.clone(), api_log, Duration::from_secs(30))
+                        .await?;
                 let mut register_args = vec![
                     "--builds-dir".to_owned(),
                     "/builds".to_owned(),
@@ -879,15 +1166,11 @@ impl ExecutorSetup {
                 let user = podman
                     .user()
                     .context("the docker executor needs the rootless store")?;
-                let dir = SocketDir::create(user, run_id, owner)?;
+                let dir = SocketDir::create(user, socket_name, owner)?;
                 let socket = dir.socket();
-                let api = ApiService::start(
-                    podman,
-                    socket.clone(),
-                    &paths::run_output_dir(run_id).join(API_LOG),
-                    Duration::from_secs(30),
-                )
-                .await?;
+                let api =
+                    ApiService::start(podman, socket.clone(), api_log, Duration::from_secs(30))
+                        .await?;
                 let sock = socket.display().to_string();
                 let register_args: Vec<String> = [
                     "--docker-host",
@@ -972,7 +1255,8 @@ pub fn list_projects() -> Vec<String> {
 
 /// A pipeline about to run.
 pub struct PipelineBuilder<'a> {
-    lab: &'a Lab,
+    core: &'a RunCore,
+    executor: Executor,
     project: String,
     git_ref: String,
     timeout: Duration,
@@ -981,7 +1265,8 @@ pub struct PipelineBuilder<'a> {
 
 /// A pipeline that has been created and may still be running.
 pub struct StartedPipeline<'a> {
-    lab: &'a Lab,
+    core: &'a RunCore,
+    executor: Executor,
     project: String,
     id: mock_gitlab::PipelineId,
     timeout: Duration,
@@ -995,7 +1280,7 @@ impl StartedPipeline<'_> {
 
     /// The jobs of the pipeline as they are now.
     pub fn jobs(&self) -> Vec<JobRecord> {
-        self.lab
+        self.core
             .mock
             .jobs()
             .into_iter()
@@ -1024,14 +1309,14 @@ impl StartedPipeline<'_> {
 
     /// Wait for the pipeline to finish.
     pub async fn wait(self) -> Result<PipelineRun> {
-        let record = self.lab.mock.wait_pipeline(self.id, self.timeout).await?;
+        let record = self.core.mock.wait_pipeline(self.id, self.timeout).await?;
         let run = PipelineRun {
             project: self.project,
             jobs: record.jobs.clone(),
             record,
             wall: self.started.elapsed(),
-            executor: self.lab.executor(),
-            out_dir: self.lab.out_dir.clone(),
+            executor: self.executor,
+            out_dir: self.core.out_dir.clone(),
         };
         run.save_traces()?;
         Ok(run)
@@ -1061,18 +1346,19 @@ impl<'a> PipelineBuilder<'a> {
 
     /// Create the pipeline on the mock and return at once.
     pub fn spawn(self) -> Result<StartedPipeline<'a>> {
-        let path = self.lab.project_path(&self.project)?;
+        let path = self.core.project_path(&self.project)?;
         for v in self.variables {
-            self.lab.mock.set_variable(&path, v)?;
+            self.core.mock.set_variable(&path, v)?;
         }
         let started = Instant::now();
         let id = self
-            .lab
+            .core
             .mock
             .create_pipeline(&path, &self.git_ref)
             .map_err(|e| anyhow!("{e}"))?;
         Ok(StartedPipeline {
-            lab: self.lab,
+            core: self.core,
+            executor: self.executor,
             project: self.project,
             id,
             timeout: self.timeout,

@@ -2,13 +2,15 @@
 //!
 //! The map is in ARCHITECTURE.md. In short: [`forge`] gets the real runner and builds images,
 //! [`host`] provisions and diagnoses the machine, [`lab`] brings up mock-gitlab plus a runner
-//! container under one run id, [`conformance`] holds the cases, [`report`] writes what they found,
-//! [`reaper`] removes what killed runs left, [`registry`] runs a private registry per lab, and
-//! [`redact`] keeps secrets out of everything.
+//! container under one run id, [`fleet`] several runner containers against one mock,
+//! [`conformance`] holds the cases, [`report`] writes what they found, [`reaper`] removes what
+//! killed runs left, [`registry`] runs a private registry per lab, and [`redact`] keeps secrets out
+//! of everything.
 
 pub mod bench;
 pub mod bench_pinp;
 pub mod conformance;
+pub mod fleet;
 pub mod forge;
 pub mod host;
 pub mod hostrunner;
@@ -24,4 +26,5 @@ pub mod sampler;
 pub mod service;
 pub mod soak;
 
-pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun};
+pub use fleet::{Fleet, FleetOptions};
+pub use lab::{Executor, JobView, Lab, LabOptions, PipelineRun, RunnerInstance};

@@ -72,6 +72,10 @@ enum Cmd {
         /// same build on the host, side by side, `--jobs` times.
         #[arg(long)]
         pinp: bool,
+        /// Instead: fleet throughput, 20 trivial jobs over one runner and over two (per mode;
+        /// `-e shell` for one), writes bench-fleet.json.
+        #[arg(long)]
+        fleet: bool,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -326,9 +330,21 @@ async fn real_main(cli: Cli) -> Result<bool> {
             jobs,
             executors,
             pinp,
+            fleet,
             runner,
         } => {
             let modes = parse_executors(&executors)?;
+            if fleet {
+                for mode in modes {
+                    let (report, dir) = bench::run_fleet(mode, &runner.options()?).await?;
+                    print!("{report}");
+                    println!(
+                        "bench-fleet.json: {}",
+                        dir.join("bench-fleet.json").display()
+                    );
+                }
+                return Ok(true);
+            }
             if pinp {
                 let report = runnerlab::bench_pinp::run(&modes, jobs, &runner.options()?).await?;
                 print!("{report}");
