@@ -271,6 +271,14 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(gitconfig_home(lab)),
         },
         Case {
+            name: "fleet-tag-routing",
+            about: "two runners with their own config volumes and tags: each job lands on the runner \
+                    its tags name, untagged jobs only on the runner with run_untagged",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(fleet_tag_routing(lab)),
+        },
+        Case {
             name: "podman-build",
             about: "a job runs `podman build` (multi-stage, Go builder) and `podman run` of the result, \
                     unprivileged, with a rootless podman inside rootless Podman",
@@ -1770,6 +1778,59 @@ async fn registry_push(lab: &Lab) -> Result<Outcome> {
     Ok(Outcome {
         note: Some(note),
         finding,
+        ..outcome(run)
+    })
+}
+
+/// The seed's several-runners setup (`runner-1-config`, `runner-2-config`) as a case: a fleet of its
+/// own, in the lab's mode, with the lab's runner.
+async fn fleet_tag_routing(lab: &Lab) -> Result<Outcome> {
+    use crate::fleet::{Fleet, FleetOptions, RunnerSpec};
+    let mut opts = FleetOptions::new(
+        lab.executor(),
+        vec![
+            RunnerSpec::new("build")
+                .tags(&["build"])
+                .run_untagged(false),
+            RunnerSpec::new("test").tags(&["test"]).run_untagged(true),
+        ],
+    );
+    opts.runner = lab.options().runner.clone();
+    let fleet = Fleet::start(opts).await?;
+    let run = fleet.pipeline("fleet-routing").run().await?;
+    let (build, test) = (fleet.runner("build").id(), fleet.runner("test").id());
+    for (name, want, why) in [
+        ("compile", build, "tagged build"),
+        ("package", build, "tagged build"),
+        ("unit", test, "tagged test"),
+        ("integration", test, "tagged test"),
+        ("lint", test, "untagged: only `test` has run_untagged"),
+        ("docs", test, "untagged: only `test` has run_untagged"),
+    ] {
+        let j = job_ended(&run, name, "success")?;
+        let took = j
+            .job
+            .runner_id
+            .and_then(|id| fleet.runner_by_id(id))
+            .and_then(|r| r.name().map(str::to_owned));
+        ensure!(
+            j.job.runner_id == Some(want),
+            "job {name} ({why}) ran on runner {took:?}"
+        );
+    }
+    let registrations = fleet
+        .runners()
+        .iter()
+        .map(|r| r.record().map_or(0, |rec| rec.verify_count))
+        .collect::<Vec<_>>();
+    fleet.shutdown().await?;
+    Ok(Outcome {
+        note: Some(format!(
+            "2 runners, 2 config volumes; build jobs on `build`, test and untagged jobs on `test`; \
+             verifications per runner {registrations:?}"
+        )),
+        // The two runners work at once: which job's trace comes first is not fixed.
+        snapshot: false,
         ..outcome(run)
     })
 }

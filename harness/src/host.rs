@@ -30,6 +30,9 @@ pub const PACKAGES: &[&str] = &[
     "iptables",
     "git",
     "ca-certificates",
+    // aws-lc-sys (under the gitlab-runner crate mock-gitlab's tests cross-check against) builds
+    // with cmake.
+    "cmake",
 ];
 
 /// The uid the rootless user gets when setup creates it (the one the recipe and the seeds use).

@@ -72,6 +72,7 @@ async fn check_on(name: &str, opts: LabOptions, variant: &str) -> anyhow::Result
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
 #[case::git_submodules("git-submodules")]
 #[case::gitconfig_home("gitconfig-home")]
+#[case::fleet_tag_routing("fleet-tag-routing")]
 #[case::podman_build("podman-build")]
 #[case::registry_push("registry-push")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,7 +110,7 @@ async fn a_cleanup_that_leaves_a_container_per_build_is_caught() -> anyhow::Resu
 /// Nightly (`--profile soak`), not in every run: once, in CI, the second build after the restart
 /// hung with its job "running" until the pipeline timed out. The API service's stderr then went to
 /// a pipe nobody read (a service whose writes block there hangs every call behind them); it now
-/// goes to `podman-api.log`, and the hang has not recurred in 8 runs since, 4 of them under load.
+/// goes to `podman-api.log`, and the hang has not recurred in 7 runs, 5 of them under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "nightly soak profile: the API-restart scenario (see the doc comment)"]
 async fn the_runner_builds_on_after_the_podman_api_service_restarts() -> anyhow::Result<()> {
