@@ -137,6 +137,12 @@ impl Inner {
             .map(|q| now.saturating_duration_since(q).as_secs())
             .unwrap_or(0);
         let dependencies = dependencies_of(&st, job_id);
+        let project_variables: Vec<crate::Variable> = project
+            .variables
+            .iter()
+            .chain(&p.variables)
+            .cloned()
+            .collect();
         let payload = payload::build(&PayloadContext {
             job_id,
             job_token: &j.token,
@@ -155,7 +161,7 @@ impl Inner {
             runner_description: &runner.description,
             runner_tags: &runner.tags,
             time_in_queue_s: queued_for,
-            project_variables: &project.variables,
+            project_variables: &project_variables,
             dependencies,
         });
         let name = j.record.name.clone();
