@@ -217,6 +217,7 @@ fn rules_variables(
     project_id: u64,
     git_ref: &str,
     sha: &str,
+    source: &str,
 ) -> Vec<(String, String)> {
     let (namespace, name) = project.rsplit_once('/').unwrap_or(("", project));
     [
@@ -232,7 +233,7 @@ fn rules_variables(
         ("CI_COMMIT_MESSAGE", git::COMMIT_MESSAGE.to_string()),
         ("CI_COMMIT_TITLE", git::COMMIT_MESSAGE.trim().to_string()),
         ("CI_DEFAULT_BRANCH", "main".to_string()),
-        ("CI_PIPELINE_SOURCE", "push".to_string()),
+        ("CI_PIPELINE_SOURCE", source.to_string()),
         ("CI_PROJECT_ID", project_id.to_string()),
         ("CI_PROJECT_PATH", project.to_string()),
         ("CI_PROJECT_NAME", name.to_string()),
@@ -450,6 +451,18 @@ impl MockGitlab {
         git_ref: &str,
         variables: &[Variable],
     ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_from(project, git_ref, variables, "push")
+    }
+
+    /// Create a pipeline with GitLab's `source` (`push`, `api`, …): it is
+    /// `CI_PIPELINE_SOURCE` for `rules` and for the jobs.
+    pub(crate) fn create_pipeline_from(
+        &self,
+        project: &str,
+        git_ref: &str,
+        variables: &[Variable],
+        source: &'static str,
+    ) -> Result<PipelineId, LintError> {
         const FILE: &str = ".gitlab-ci.yml";
         let bare = match self.inner.lock().projects.get(project) {
             Some(p) => p.bare_repo.clone(),
@@ -500,7 +513,7 @@ impl MockGitlab {
                 .flatten()
         };
         let pcx = pipeline::config::PipelineContext {
-            variables: rules_variables(project, project_id, git_ref, &sha),
+            variables: rules_variables(project, project_id, git_ref, &sha, source),
             project_variables: project_vars
                 .iter()
                 .chain(variables)
@@ -545,7 +558,7 @@ impl MockGitlab {
                 created_wall: SystemTime::now(),
                 finished_at: None,
                 variables: variables.to_vec(),
-                source: "push",
+                source,
             },
         );
         let adv = pipeline::advance(&mut st, pid);

@@ -151,6 +151,7 @@ impl Inner {
             pipeline_id: p.id.0,
             pipeline_iid: p.iid,
             pipeline_created_at: &crate::rfc3339(p.created_wall),
+            pipeline_source: p.source,
             job_started_at: &crate::rfc3339(wall),
             project_id: project.project.id,
             project_path: &project.project.path,

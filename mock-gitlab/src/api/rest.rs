@@ -371,10 +371,11 @@ pub(crate) async fn create_pipeline(
         });
     }
     let mock = MockGitlab::from_inner(inner.clone());
-    let res =
-        tokio::task::spawn_blocking(move || mock.create_pipeline_with(&path, &git_ref, &vars))
-            .await
-            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    let res = tokio::task::spawn_blocking(move || {
+        mock.create_pipeline_from(&path, &git_ref, &vars, "api")
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
     let pid = match res {
         Ok(pid) => pid,
         Err(e) => {
@@ -386,10 +387,7 @@ pub(crate) async fn create_pipeline(
             ));
         }
     };
-    let mut st = inner.lock();
-    if let Some(p) = st.pipelines.get_mut(&pid.0) {
-        p.source = "api";
-    }
+    let st = inner.lock();
     let p = st
         .pipelines
         .get(&pid.0)
