@@ -1,7 +1,7 @@
 //! Cross-check with an independent implementation of the runner side:
 //! collabora's `gitlab-runner` crate (a library for custom runners) takes a
 //! job from the mock, streams its trace, uploads an artifact and reports
-//! success; the mock's records must agree. The real gitlab-runner covers the
+//! success (and stops on a cancel); the mock's records must agree. The real gitlab-runner covers the
 //! same protocol in `suites/`; this one needs no Podman and runs everywhere.
 
 mod common;
@@ -128,4 +128,78 @@ async fn collabora_runner_runs_a_job_end_to_end() {
     assert!(arts[0].bytes.starts_with(b"PK\x03\x04"), "a zip archive");
     // Zip keeps member names in clear: the file the handler offered is in it.
     assert!(arts[0].bytes.windows(7).any(|w| w == b"out.txt"));
+}
+
+/// Writes a line every 100 ms until the job is canceled (the crate drops the
+/// step). Output keeps trace PATCHes going, and a PATCH is where the cancel
+/// shows; with no output the crate would only learn it at its 30 s keep-alive PUT.
+struct Forever;
+
+#[async_trait::async_trait]
+impl JobHandler for Forever {
+    async fn step(&mut self, _script: &[String], _phase: Phase) -> JobResult {
+        for i in 0..6000 {
+            outputln!("waiting for the cancel ({i})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A forced cancel reaches the crate as GitLab sends it (`Job-Status: canceled`
+/// on its next trace PATCH or update): it stops, and reports nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collabora_runner_stops_on_a_forced_cancel() {
+    let lab = Lab::start_with(|c| c.trace_update_interval = 1).await;
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let fixture = temp_fixture("long:\n  script: [sleep 600]\n");
+    lab.mock.add_project("group/long", fixture.path()).unwrap();
+    let pid = lab.mock.create_pipeline("group/long", "main").unwrap();
+
+    let (layer, jobs) = GitlabLayer::new();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let build_dir = tempfile::tempdir().unwrap();
+    let url = url::Url::parse(&lab.mock.local_url()).unwrap();
+    let mut client = RunnerBuilder::new(url, runner.token.clone(), build_dir.path(), jobs)
+        .build()
+        .await;
+    assert!(
+        client
+            .request_job(|_job| async move { Ok(Forever) })
+            .await
+            .unwrap()
+    );
+
+    // Wait (with a deadline) until the script runs and its line reached the trace.
+    let id = lab.mock.pipeline(pid).job("long").unwrap().id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !lab
+        .mock
+        .job(id)
+        .unwrap()
+        .trace_text()
+        .contains("waiting for the cancel")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no trace from the crate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lab.mock.cancel_job(id, false).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), client.drain())
+        .await
+        .expect("the crate stopped the job");
+
+    let job = lab.mock.job(id).unwrap();
+    assert_eq!(job.trace_rejections, 0);
+    assert_eq!(job.status, JobStatus::Canceled);
+    assert!(
+        !job.state_updates
+            .iter()
+            .any(|s| s == "success" || s == "failed"),
+        "{:?}",
+        job.state_updates
+    );
+    assert_eq!(lab.mock.pipeline(pid).status, PipelineStatus::Canceled);
 }
