@@ -1,8 +1,9 @@
 //! Cross-check with an independent implementation of the runner side:
 //! collabora's `gitlab-runner` crate (a library for custom runners) takes a
 //! job from the mock, streams its trace, uploads an artifact and reports
-//! success (and stops on a cancel); the mock's records must agree. The real gitlab-runner covers the
-//! same protocol in `suites/`; this one needs no Podman and runs everywhere.
+//! success (and stops on a cancel); the mock's records must agree. The real
+//! gitlab-runner covers the same protocol in `suites/`; this one needs no
+//! Podman and runs everywhere.
 
 mod common;
 
