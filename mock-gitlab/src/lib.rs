@@ -71,6 +71,12 @@ pub struct Config {
     /// Append one JSON line per request to this file (see
     /// [`MockGitlab::set_request_log`]).
     pub request_log: Option<PathBuf>,
+    /// `PRIVATE-TOKEN` of the REST API's administrator (see [`api::rest`]).
+    pub admin_token: String,
+    /// The only directory `POST /api/v4/projects` may import fixtures from
+    /// (`import_fixture` is relative to it); `None` refuses imports, so the
+    /// API can never read arbitrary paths.
+    pub fixtures_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -86,6 +92,8 @@ impl std::fmt::Debug for Config {
             .field("max_artifact_size", &self.max_artifact_size)
             .field("faults", &self.faults)
             .field("request_log", &self.request_log)
+            .field("admin_token", &"[MASKED]")
+            .field("fixtures_root", &self.fixtures_root)
             .finish()
     }
 }
@@ -106,6 +114,8 @@ impl Default for Config {
             max_artifact_size: 100 * 1024 * 1024,
             faults: FaultPlan::default(),
             request_log: None,
+            admin_token: random_token("glpat-", 20),
+            fixtures_root: None,
         }
     }
 }
@@ -119,6 +129,8 @@ pub(crate) struct Inner {
     pub(crate) trace_update_interval: u32,
     pub(crate) data_dir: PathBuf,
     pub(crate) max_artifact_size: u64,
+    pub(crate) admin_token: String,
+    pub(crate) fixtures_root: Option<PathBuf>,
     state: Mutex<State>,
     /// Queue version; bumped whenever jobs become pending.
     pub(crate) queue_tx: watch::Sender<u64>,
@@ -172,6 +184,13 @@ impl Inner {
 }
 
 impl Inner {
+    /// Wake runners for a job made pending outside `advance` (retry, play).
+    fn notify_enqueued(&self, pid: PipelineId, job: u64, adv: &pipeline::Advance) {
+        tracing::info!(pipeline = %pid, job, "job pending again");
+        self.queue_tx.send_modify(|v| *v += 1);
+        self.notify_change(adv);
+    }
+
     fn set_faults(&self, plan: FaultPlan) {
         for f in &plan.faults {
             tracing::info!(endpoint = %f.endpoint, action = %f.action, times = ?f.times, probability = ?f.probability, "fault planned");
@@ -198,6 +217,7 @@ fn rules_variables(
     project_id: u64,
     git_ref: &str,
     sha: &str,
+    source: &str,
 ) -> Vec<(String, String)> {
     let (namespace, name) = project.rsplit_once('/').unwrap_or(("", project));
     [
@@ -213,7 +233,7 @@ fn rules_variables(
         ("CI_COMMIT_MESSAGE", git::COMMIT_MESSAGE.to_string()),
         ("CI_COMMIT_TITLE", git::COMMIT_MESSAGE.trim().to_string()),
         ("CI_DEFAULT_BRANCH", "main".to_string()),
-        ("CI_PIPELINE_SOURCE", "push".to_string()),
+        ("CI_PIPELINE_SOURCE", source.to_string()),
         ("CI_PROJECT_ID", project_id.to_string()),
         ("CI_PROJECT_PATH", project.to_string()),
         ("CI_PROJECT_NAME", name.to_string()),
@@ -276,6 +296,8 @@ impl MockGitlab {
             trace_update_interval: cfg.trace_update_interval,
             data_dir: cfg.data_dir.clone(),
             max_artifact_size: cfg.max_artifact_size,
+            admin_token: cfg.admin_token.clone(),
+            fixtures_root: cfg.fixtures_root.clone(),
             state: Mutex::new(State::new()),
             queue_tx,
             changes_tx,
@@ -321,6 +343,15 @@ impl MockGitlab {
     /// The legacy instance registration token.
     pub fn registration_token(&self) -> String {
         self.inner.registration_token.clone()
+    }
+
+    /// The REST API administrator's `PRIVATE-TOKEN` (`Config::admin_token`).
+    pub fn admin_token(&self) -> String {
+        self.inner.admin_token.clone()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> MockGitlab {
+        MockGitlab { inner }
     }
 
     /// Create a runner as in the UI; returns its id and `glrt-` token.
@@ -408,6 +439,30 @@ impl MockGitlab {
     /// Create a pipeline for `git_ref` from the project's `.gitlab-ci.yml`
     /// at that ref; its first stage's jobs become pending at once.
     pub fn create_pipeline(&self, project: &str, git_ref: &str) -> Result<PipelineId, LintError> {
+        self.create_pipeline_with(project, git_ref, &[])
+    }
+
+    /// [`MockGitlab::create_pipeline`] with pipeline variables (GitLab's "Run
+    /// pipeline" form or the API's `variables`): they win over project and
+    /// YAML variables and are visible to `rules:if`.
+    pub fn create_pipeline_with(
+        &self,
+        project: &str,
+        git_ref: &str,
+        variables: &[Variable],
+    ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_from(project, git_ref, variables, "push")
+    }
+
+    /// Create a pipeline with GitLab's `source` (`push`, `api`, …): it is
+    /// `CI_PIPELINE_SOURCE` for `rules` and for the jobs.
+    pub(crate) fn create_pipeline_from(
+        &self,
+        project: &str,
+        git_ref: &str,
+        variables: &[Variable],
+        source: &'static str,
+    ) -> Result<PipelineId, LintError> {
         const FILE: &str = ".gitlab-ci.yml";
         let bare = match self.inner.lock().projects.get(project) {
             Some(p) => p.bare_repo.clone(),
@@ -458,9 +513,10 @@ impl MockGitlab {
                 .flatten()
         };
         let pcx = pipeline::config::PipelineContext {
-            variables: rules_variables(project, project_id, git_ref, &sha),
+            variables: rules_variables(project, project_id, git_ref, &sha, source),
             project_variables: project_vars
                 .iter()
+                .chain(variables)
                 .map(|v| (v.key.clone(), v.value.clone()))
                 .collect(),
             files,
@@ -501,6 +557,8 @@ impl MockGitlab {
                 created_at: now,
                 created_wall: SystemTime::now(),
                 finished_at: None,
+                variables: variables.to_vec(),
+                source,
             },
         );
         let adv = pipeline::advance(&mut st, pid);
@@ -716,6 +774,28 @@ impl MockGitlab {
         drop(st);
         tracing::info!(pipeline = %id, graceful, "pipeline canceled");
         self.inner.notify_change(&adv);
+        Ok(())
+    }
+
+    /// Retry a finished job like GitLab's "Retry" button: a new job (new id
+    /// and token) with the same definition becomes pending, the old one is
+    /// marked retried. Returns the new job's id.
+    pub fn retry_job(&self, id: u64) -> anyhow::Result<u64> {
+        let mut st = self.inner.lock();
+        let (new_id, pid) = pipeline::retry_job(&mut st, id)?;
+        let adv = pipeline::advance(&mut st, pid);
+        drop(st);
+        self.inner.notify_enqueued(pid, new_id, &adv);
+        Ok(new_id)
+    }
+
+    /// Start a `when: manual` job ("Play"): it becomes pending.
+    pub fn play_job(&self, id: u64) -> anyhow::Result<()> {
+        let mut st = self.inner.lock();
+        let pid = pipeline::play_job(&mut st, id)?;
+        let adv = pipeline::advance(&mut st, pid);
+        drop(st);
+        self.inner.notify_enqueued(pid, id, &adv);
         Ok(())
     }
 

@@ -69,6 +69,14 @@ struct Args {
     /// Append one JSON line per request to this file (token values never written).
     #[arg(long, value_name = "FILE")]
     request_log: Option<PathBuf>,
+
+    /// The only directory `POST /api/v4/projects` may import fixtures from (`import_fixture`).
+    #[arg(long, value_name = "DIR", env = "MOCK_GITLAB_FIXTURES_ROOT")]
+    fixtures_root: Option<PathBuf>,
+
+    /// `PRIVATE-TOKEN` of the REST API (random by default, printed at start).
+    #[arg(long, env = "MOCK_GITLAB_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 #[tokio::main]
@@ -111,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     cfg.request_log = args.request_log.clone();
+    cfg.fixtures_root = args.fixtures_root.clone();
+    if let Some(t) = args.admin_token.clone() {
+        cfg.admin_token = t;
+    }
     let mock = MockGitlab::start(cfg).await?;
 
     for spec in &args.projects {
@@ -143,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         println!("request log:        {}", p.display());
     }
     println!("registration token: {}", mock.registration_token());
+    println!("admin token:        {}", mock.admin_token());
     println!(
         "runner token:       {} (runner id {})",
         runner.token, runner.id

@@ -316,6 +316,8 @@ pub struct PayloadContext<'a> {
     pub pipeline_id: u64,
     pub pipeline_iid: u64,
     pub pipeline_created_at: &'a str,
+    /// `CI_PIPELINE_SOURCE`: `push`, or `api` for pipelines made through the REST API.
+    pub pipeline_source: &'a str,
     pub job_started_at: &'a str,
     pub project_id: u64,
     pub project_path: &'a str,
@@ -495,7 +497,7 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
             format!("{host}:{port}/{namespace}/dependency_proxy/containers"),
         ),
         p("CI_PIPELINE_IID", cx.pipeline_iid.to_string()),
-        p("CI_PIPELINE_SOURCE", "push"),
+        p("CI_PIPELINE_SOURCE", cx.pipeline_source),
         p("CI_PIPELINE_CREATED_AT", cx.pipeline_created_at),
         p("CI_PIPELINE_NAME", ""),
         p("CI_COMMIT_SHA", cx.sha),
@@ -708,6 +710,7 @@ mod tests {
             raw: true,
         }];
         build(&PayloadContext {
+            pipeline_source: "push",
             job_id: 1001,
             job_token: "glcbt-secret",
             spec: &spec,

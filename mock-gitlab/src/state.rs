@@ -398,6 +398,10 @@ pub(crate) struct Pipeline {
     pub created_at: Instant,
     pub created_wall: SystemTime,
     pub finished_at: Option<Instant>,
+    /// Pipeline variables given at creation (API or "Run pipeline" form); they win over project ones.
+    pub variables: Vec<Variable>,
+    /// GitLab's pipeline source: `push` (library), `api` (REST API).
+    pub source: &'static str,
 }
 
 pub(crate) struct State {

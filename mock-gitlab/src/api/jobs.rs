@@ -137,6 +137,12 @@ impl Inner {
             .map(|q| now.saturating_duration_since(q).as_secs())
             .unwrap_or(0);
         let dependencies = dependencies_of(&st, job_id);
+        let project_variables: Vec<crate::Variable> = project
+            .variables
+            .iter()
+            .chain(&p.variables)
+            .cloned()
+            .collect();
         let payload = payload::build(&PayloadContext {
             job_id,
             job_token: &j.token,
@@ -145,6 +151,7 @@ impl Inner {
             pipeline_id: p.id.0,
             pipeline_iid: p.iid,
             pipeline_created_at: &crate::rfc3339(p.created_wall),
+            pipeline_source: p.source,
             job_started_at: &crate::rfc3339(wall),
             project_id: project.project.id,
             project_path: &project.project.path,
@@ -155,7 +162,7 @@ impl Inner {
             runner_description: &runner.description,
             runner_tags: &runner.tags,
             time_in_queue_s: queued_for,
-            project_variables: &project.variables,
+            project_variables: &project_variables,
             dependencies,
         });
         let name = j.record.name.clone();

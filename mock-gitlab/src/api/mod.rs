@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod jobs;
+pub mod rest;
 pub mod runners;
 pub mod trace;
 
@@ -14,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::Inner;
@@ -43,6 +44,28 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/jobs/{id}/artifacts",
             post(artifacts::upload).get(artifacts::download),
         )
+        // The REST subset for test drivers (PRIVATE-TOKEN auth), see `rest`.
+        .route("/projects", post(rest::create_project))
+        .route("/projects/{id}", get(rest::get_project))
+        .route("/projects/{id}/pipeline", post(rest::create_pipeline))
+        .route("/projects/{id}/pipelines/{pid}", get(rest::get_pipeline))
+        .route(
+            "/projects/{id}/pipelines/{pid}/jobs",
+            get(rest::pipeline_jobs),
+        )
+        .route(
+            "/projects/{id}/pipelines/{pid}/cancel",
+            post(rest::cancel_pipeline),
+        )
+        .route("/projects/{id}/jobs/{jid}", get(rest::get_job))
+        .route("/projects/{id}/jobs/{jid}/trace", get(rest::get_trace))
+        .route(
+            "/projects/{id}/jobs/{jid}/artifacts",
+            get(rest::get_artifacts),
+        )
+        .route("/projects/{id}/jobs/{jid}/cancel", post(rest::cancel_job))
+        .route("/projects/{id}/jobs/{jid}/retry", post(rest::retry_job))
+        .route("/projects/{id}/jobs/{jid}/play", post(rest::play_job))
         .fallback(not_found);
     Router::new()
         .nest("/api/v4", api)

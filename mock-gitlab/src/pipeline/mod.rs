@@ -270,3 +270,74 @@ pub(crate) fn maybe_retry(st: &mut State, id: u64) -> Option<u64> {
     );
     Some(new_id)
 }
+
+/// A pipeline that gets a pending job again is not finished any more.
+fn reopen(st: &mut State, pid: PipelineId) {
+    if let Some(p) = st.pipelines.get_mut(&pid.0) {
+        p.finished_at = None;
+    }
+}
+
+/// GitLab's "Retry" (`Ci::RetryJobService`): a finished job that is not
+/// already retried gets a new attempt, pending at once; returns its id and
+/// pipeline. Later jobs the first attempt's result decided stay as they are.
+pub(crate) fn retry_job(st: &mut State, id: u64) -> anyhow::Result<(u64, PipelineId)> {
+    let job = st
+        .jobs
+        .get(&id)
+        .ok_or_else(|| anyhow::anyhow!("job {id} does not exist"))?;
+    let r = &job.record;
+    if !matches!(
+        r.status,
+        JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+    ) || r.retried
+    {
+        anyhow::bail!("job {id} is not retryable (it is {})", r.status);
+    }
+    let (pid, project, spec, vars) = (
+        r.pipeline_id,
+        r.project.clone(),
+        job.spec.clone(),
+        job.pipeline_variables.clone(),
+    );
+    let new_id = st.insert_job(pid, &project, spec, vars, Some(id));
+    if let Some(j) = st.jobs.get_mut(&id) {
+        j.record.retried = true;
+    }
+    if let Some(j) = st.jobs.get_mut(&new_id) {
+        j.record.status = JobStatus::Pending;
+        j.record.queued_at = Some(Instant::now());
+    }
+    if let Some(p) = st.pipelines.get_mut(&pid.0) {
+        p.job_ids.push(new_id);
+    }
+    st.queue.push_back(new_id);
+    reopen(st, pid);
+    tracing::info!(job = id, retry = new_id, "job retried by request");
+    Ok((new_id, pid))
+}
+
+/// Whether a job waits for "Play": `when: manual`, decided (skipped) and never played.
+pub(crate) fn is_manual(job: &crate::state::Job) -> bool {
+    job.spec.when == When::Manual && job.record.status == JobStatus::Skipped
+}
+
+/// GitLab's "Play" on a manual job: it becomes pending; returns its pipeline.
+pub(crate) fn play_job(st: &mut State, id: u64) -> anyhow::Result<PipelineId> {
+    let job = st
+        .jobs
+        .get_mut(&id)
+        .ok_or_else(|| anyhow::anyhow!("job {id} does not exist"))?;
+    if !is_manual(job) {
+        anyhow::bail!("job {id} is not a manual job waiting to be played");
+    }
+    let r = &mut job.record;
+    r.status = JobStatus::Pending;
+    r.queued_at = Some(Instant::now());
+    r.finished_at = None;
+    let pid = r.pipeline_id;
+    st.queue.push_back(id);
+    reopen(st, pid);
+    tracing::info!(job = id, "manual job played -> pending");
+    Ok(pid)
+}
