@@ -1547,6 +1547,18 @@ async fn registry_lab(lab: &Lab, extras: RunnerExtras) -> Result<(Registry, Lab)
     Ok((reg, lab2))
 }
 
+/// The report's line for a registry case: the mode's flags and the timings.
+fn registry_note(flags: &str, reg: &Registry, job: &crate::lab::JobView<'_>) -> String {
+    let took = job
+        .duration()
+        .map_or("?".into(), |d| format!("{:.1}s", d.as_secs_f64()));
+    format!(
+        "{flags}; registry ready in {:.1}s, seed push {:.1}s, job {took}",
+        reg.ready_in.as_secs_f64(),
+        reg.seed_push.as_secs_f64()
+    )
+}
+
 fn var(key: &str, value: &str) -> mock_gitlab::Variable {
     mock_gitlab::Variable {
         key: key.into(),
@@ -1669,14 +1681,7 @@ async fn registry_pull(lab: &Lab) -> Result<Outcome> {
         &job.trace(),
         &["seed image from the runnerlab private registry"],
     )?;
-    let took = job
-        .duration()
-        .map_or("?".into(), |d| format!("{:.1}s", d.as_secs_f64()));
-    let note = format!(
-        "{flags}; registry ready in {:.1}s, seed push {:.1}s, job {took}",
-        reg.ready_in.as_secs_f64(),
-        reg.seed_push.as_secs_f64()
-    );
+    let note = registry_note(&flags, &reg, &job);
     ensure_no_credential_leak(lab2, &reg, &run, "registry-pull", &note).await?;
     Ok(Outcome {
         note: Some(note),
@@ -1754,14 +1759,7 @@ async fn registry_push(lab: &Lab) -> Result<Outcome> {
             "built by podman inside a job, pushed to the private registry and pulled back",
         ],
     )?;
-    let took = job
-        .duration()
-        .map_or("?".into(), |d| format!("{:.1}s", d.as_secs_f64()));
-    let note = format!(
-        "{flags}; registry ready in {:.1}s, seed push {:.1}s, job {took}",
-        reg.ready_in.as_secs_f64(),
-        reg.seed_push.as_secs_f64()
-    );
+    let note = registry_note(&flags, &reg, &job);
     ensure_no_credential_leak(lab2, &reg, &run, "registry-push", &note).await?;
     // The same single uid mapping as podman-build in shell mode: it works, with every file of
     // the pulled and built images owned by gitlab-runner.

@@ -533,25 +533,8 @@ impl RunnerInstance {
             a
         };
         let url = core.mock.external_url();
-        let limit = spec.limit.to_string();
-        let mut reg: Vec<&str> = vec![
-            "register",
-            "--non-interactive",
-            "--url",
-            &url,
-            "--token",
-            &registered.token,
-            "--executor",
-            spec.executor.name(),
-            "--name",
-            &base,
-        ];
-        // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
-        reg.extend(["--output-limit", "16384"]);
-        if spec.limit > 0 {
-            reg.extend(["--limit", &limit]);
-        }
-        reg.extend(mode.register_args.iter().map(String::as_str));
+        let reg = register_args(&url, &registered.token, &spec, &base, &mode.register_args);
+        let reg: Vec<&str> = reg.iter().map(String::as_str).collect();
         let register = podman
             .run(one_shot("register", None, &reg))
             .await
@@ -639,30 +622,15 @@ impl RunnerInstance {
         let url = format!("http://{GITLAB_HOST}:{port}");
         let cfg = hr.config().to_string_lossy().into_owned();
         let extra_host = format!("{GITLAB_HOST}:10.0.2.2");
-        let limit = spec.limit.to_string();
-        let mut reg: Vec<&str> = vec![
-            "register",
-            "--config",
-            &cfg,
-            "--non-interactive",
-            "--url",
-            &url,
-            "--token",
-            &registered.token,
-            "--executor",
-            "docker",
-            "--name",
-            &name,
-            "--output-limit",
-            "16384",
+        let mut reg = register_args(&url, &registered.token, &spec, &name, &mode.register_args);
+        reg.extend([
+            "--config".to_owned(),
+            cfg,
             // Job and helper containers reach the same name on the host's loopback.
-            "--docker-extra-hosts",
-            &extra_host,
-        ];
-        if spec.limit > 0 {
-            reg.extend(["--limit", &limit]);
-        }
-        reg.extend(mode.register_args.iter().map(String::as_str));
+            "--docker-extra-hosts".to_owned(),
+            extra_host,
+        ]);
+        let reg: Vec<&str> = reg.iter().map(String::as_str).collect();
         let out = hr
             .exec(&reg)
             .await
@@ -1230,6 +1198,38 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Arguments every runner container gets: network that reaches the host's loopback, the config volume.
+/// `gitlab-runner register` for one runner instance, wherever it runs.
+fn register_args(
+    url: &str,
+    token: &str,
+    spec: &InstanceSpec,
+    name: &str,
+    mode_args: &[String],
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "register",
+        "--non-interactive",
+        "--url",
+        url,
+        "--token",
+        token,
+        "--executor",
+        spec.executor.name(),
+        "--name",
+        name,
+        // Room for the 10 MiB trace case (the runner's default limit is 4 MiB).
+        "--output-limit",
+        "16384",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if spec.limit > 0 {
+        a.extend(["--limit".to_owned(), spec.limit.to_string()]);
+    }
+    a.extend(mode_args.iter().cloned());
+    a
+}
+
 fn common_run_args(config_volume: &str) -> Vec<String> {
     vec![
         "--network".into(),

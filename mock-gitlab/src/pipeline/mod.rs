@@ -249,6 +249,21 @@ pub(crate) fn maybe_retry(st: &mut State, id: u64) -> Option<u64> {
     if attempts > job.spec.retry.max {
         return None;
     }
+    let (new_id, _) = new_attempt(st, id)?;
+    tracing::info!(
+        job = id,
+        retry = new_id,
+        attempt = attempts + 1,
+        "job retried"
+    );
+    Some(new_id)
+}
+
+/// The next attempt of job `id` (same spec and pipeline variables, a new id), listed in its
+/// pipeline; `id` is marked retried. Returns the new id and the pipeline.
+fn new_attempt(st: &mut State, id: u64) -> Option<(u64, PipelineId)> {
+    let job = st.jobs.get(&id)?;
+    let r = &job.record;
     let (pid, project, spec, vars) = (
         r.pipeline_id,
         r.project.clone(),
@@ -262,13 +277,7 @@ pub(crate) fn maybe_retry(st: &mut State, id: u64) -> Option<u64> {
     if let Some(p) = st.pipelines.get_mut(&pid.0) {
         p.job_ids.push(new_id);
     }
-    tracing::info!(
-        job = id,
-        retry = new_id,
-        attempt = attempts + 1,
-        "job retried"
-    );
-    Some(new_id)
+    Some((new_id, pid))
 }
 
 /// A pipeline that gets a pending job again is not finished any more.
@@ -294,22 +303,11 @@ pub(crate) fn retry_job(st: &mut State, id: u64) -> anyhow::Result<(u64, Pipelin
     {
         anyhow::bail!("job {id} is not retryable (it is {})", r.status);
     }
-    let (pid, project, spec, vars) = (
-        r.pipeline_id,
-        r.project.clone(),
-        job.spec.clone(),
-        job.pipeline_variables.clone(),
-    );
-    let new_id = st.insert_job(pid, &project, spec, vars, Some(id));
-    if let Some(j) = st.jobs.get_mut(&id) {
-        j.record.retried = true;
-    }
+    let (new_id, pid) =
+        new_attempt(st, id).ok_or_else(|| anyhow::anyhow!("job {id} does not exist"))?;
     if let Some(j) = st.jobs.get_mut(&new_id) {
         j.record.status = JobStatus::Pending;
         j.record.queued_at = Some(Instant::now());
-    }
-    if let Some(p) = st.pipelines.get_mut(&pid.0) {
-        p.job_ids.push(new_id);
     }
     st.queue.push_back(new_id);
     reopen(st, pid);
