@@ -6,6 +6,7 @@
 //! - set-up: the runner forge warm (cache hit) and `Lab::start` warm; the cold forge time recorded
 //!   in the cached build's provenance.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -47,6 +48,8 @@ impl Stats {
 #[derive(Debug, Serialize)]
 pub struct ModeBench {
     pub executor: String,
+    /// What the jobs of this row set, e.g. `FF_NETWORK_PER_BUILD=false` (empty: the lab's defaults).
+    pub variant: String,
     /// Pipeline creation → pipeline finished, seconds (idle-runner jobs).
     pub e2e_wall_s: Stats,
     /// The runner's first `running` update → final update, seconds.
@@ -59,6 +62,9 @@ pub struct ModeBench {
     pub containers_per_job: f64,
     /// e2e p50 / (containers per job × the `podman run --rm` floor p50); only with containers.
     pub floor_ratio: Option<f64>,
+    /// e2e p50 / (containers per job × the compat-API floor p50): the same ratio against what a
+    /// container costs on the path the docker executor takes. Docker mode only.
+    pub api_floor_ratio: Option<f64>,
     /// p50 seconds of each job-log section (prepare_executor, get_sources, step_script, …): where
     /// a job's time goes.
     pub sections_p50_s: Vec<(String, f64)>,
@@ -76,6 +82,12 @@ pub struct BenchReport {
     pub jobs: usize,
     /// `podman run --rm <base> true` as the lab user, seconds: the floor a container costs here.
     pub podman_run_floor_s: Stats,
+    /// The same `true` container through the lab's Docker-compatible API socket, in the calls the
+    /// docker executor makes (create, start, wait `not-running`, remove), seconds.
+    pub podman_api_floor_s: Option<Stats>,
+    /// `GET /info` + `GET /version` on that socket, seconds: the docker executor asks both at
+    /// the start of every job.
+    pub podman_api_info_version_s: Option<Stats>,
     pub modes: Vec<ModeBench>,
     pub forge_warm_s: f64,
     pub forge_cold_s_recorded: f64,
@@ -125,7 +137,7 @@ pub fn section_seconds(raw: &str) -> Vec<(String, f64)> {
     done
 }
 
-async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
+pub(crate) async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
     let mut xs = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
@@ -148,7 +160,7 @@ async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
 
 /// Containers of this run started since `since`. No `--until`: podman 4.3.1 returns nothing with
 /// it in `--stream=false` mode, so this is called right after the window closes.
-async fn containers_started(lab: &Lab, since: &str) -> Result<usize> {
+pub(crate) async fn containers_started(lab: &Lab, since: &str) -> Result<usize> {
     let out = lab
         .podman()
         .text([
@@ -167,29 +179,214 @@ async fn containers_started(lab: &Lab, since: &str) -> Result<usize> {
     Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
+/// The compat-API floor and the per-job handshake, measured on the lab's own API socket.
+pub struct ApiFloor {
+    pub lifecycle_s: Stats,
+    pub info_version_s: Stats,
+}
+
+/// A `true` container through the Docker-compatible API of `socket`, in the calls the runner's
+/// docker executor makes for each of its containers (create, start, wait `not-running`,
+/// remove), `n` times; and `GET /info` + `GET /version`, which it asks at every job. Without a
+/// network, like the CLI floor: the two differ only in the path.
+pub async fn api_floor(socket: &Path, run_id: &str, n: usize) -> Result<ApiFloor> {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{
+        CreateContainerOptions, RemoveContainerOptions, WaitContainerOptions,
+    };
+    use futures_util::StreamExt;
+    let docker = bollard::Docker::connect_with_unix(
+        &socket.to_string_lossy(),
+        60,
+        bollard::API_DEFAULT_VERSION,
+    )?;
+    let (mut life, mut hello) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let t = Instant::now();
+        docker.info().await?;
+        docker.version().await?;
+        hello.push(secs(t.elapsed()));
+        let name = format!("{run_id}-api-floor-{i}");
+        let t = Instant::now();
+        let body = ContainerCreateBody {
+            image: Some(crate::forge::base::LATEST.into()),
+            cmd: Some(vec!["true".into()]),
+            labels: Some([(crate::podman::RUN_LABEL.to_owned(), run_id.to_owned())].into()),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await?;
+        let ran = async {
+            docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await?;
+            let mut wait = docker.wait_container(
+                &created.id,
+                Some(WaitContainerOptions {
+                    condition: "not-running".into(),
+                }),
+            );
+            while let Some(r) = wait.next().await {
+                r?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        // Removed whatever happened: a floor container must not outlive the measurement.
+        let removed = docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        ran?;
+        removed?;
+        life.push(secs(t.elapsed()));
+    }
+    Ok(ApiFloor {
+        lifecycle_s: Stats::of(life),
+        info_version_s: Stats::of(hello),
+    })
+}
+
+/// What the floors of a bench run are, measured once (the first lab that can).
+#[derive(Default)]
+struct Floors {
+    cli: Option<Stats>,
+    api: Option<ApiFloor>,
+}
+
 async fn bench_mode(
     mode: Executor,
     jobs: usize,
     runner_opts: &GetOptions,
-    floor: &mut Option<Stats>,
-) -> Result<ModeBench> {
+    floors: &mut Floors,
+) -> Result<Vec<ModeBench>> {
     let mut lopts = LabOptions::new(mode);
     lopts.runner = runner_opts.clone();
     let lab = Lab::start_with(lopts).await?;
     let lab_start_warm_s = secs(lab.started_in());
-    let (mut wall, mut job_s, mut idle, mut b2b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Docker mode also without a network per build: GitLab's Podman docs turn it on, and its
+    // cost per container is the bridge's set-up and teardown.
+    let variants: &[Option<(&str, &str)>] = match mode {
+        Executor::Docker => &[None, Some(("FF_NETWORK_PER_BUILD", "false"))],
+        _ => &[None],
+    };
+    let mut rows = Vec::new();
+    for variant in variants {
+        let w = bench_window(&lab, mode, jobs, *variant).await?;
+        rows.push((variant, w));
+    }
+    // After the windows, so that the floors' own containers are not counted.
+    if floors.cli.is_none() {
+        eprintln!("runnerlab bench: podman run --rm floor (5 runs)");
+        floors.cli = Some(podman_floor(&lab, 5).await?);
+    }
+    if floors.api.is_none()
+        && let Some(sock) = lab.api_socket()
+        && mode == Executor::Docker
+    {
+        eprintln!("runnerlab bench: compat API floor (5 runs)");
+        floors.api = Some(api_floor(sock, lab.run_id(), 5).await?);
+    }
+    lab.shutdown().await?;
+    let mut out = Vec::new();
+    for (variant, w) in rows {
+        let containers_per_job = w.started as f64 / jobs as f64;
+        let wall = Stats::of(w.wall);
+        // The job script's own time is its `step_script` section.
+        let script = Stats::of(
+            w.sections
+                .iter()
+                .find(|(n, _)| n == "step_script")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        );
+        let overhead_p50_s = wall.p50 - if script.n > 0 { script.p50 } else { 0.0 };
+        let ratio = |floor: f64| {
+            (containers_per_job > 0.0).then(|| wall.p50 / (containers_per_job * floor))
+        };
+        out.push(ModeBench {
+            executor: mode.name().into(),
+            variant: variant.map(|(k, v)| format!("{k}={v}")).unwrap_or_default(),
+            floor_ratio: floors.cli.as_ref().and_then(|f| ratio(f.p50)),
+            api_floor_ratio: match (mode, &floors.api) {
+                (Executor::Docker, Some(a)) => ratio(a.lifecycle_s.p50),
+                _ => None,
+            },
+            e2e_wall_s: wall,
+            runner_job_s: Stats::of(w.job_s),
+            script_s: script,
+            overhead_p50_s,
+            containers_per_job,
+            sections_p50_s: w
+                .sections
+                .into_iter()
+                .map(|(n, v)| (n, Stats::of(v).p50))
+                .collect(),
+            dispatch_idle_ms: Stats::of(w.idle),
+            dispatch_back_to_back_ms: Stats::of(w.b2b),
+            lab_start_warm_s,
+        });
+    }
+    Ok(out)
+}
+
+/// What one window of `jobs` trivial jobs measured.
+struct Window {
+    wall: Vec<f64>,
+    job_s: Vec<f64>,
+    idle: Vec<f64>,
+    b2b: Vec<f64>,
+    sections: Vec<(String, Vec<f64>)>,
+    started: usize,
+}
+
+async fn bench_window(
+    lab: &Lab,
+    mode: Executor,
+    jobs: usize,
+    variant: Option<(&str, &str)>,
+) -> Result<Window> {
     let now = || {
         time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
     };
     let since = now();
-    let mut sections: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut w = Window {
+        wall: Vec::new(),
+        job_s: Vec::new(),
+        idle: Vec::new(),
+        b2b: Vec::new(),
+        sections: Vec::new(),
+        started: 0,
+    };
+    let label = variant
+        .map(|(k, v)| format!(", {k}={v}"))
+        .unwrap_or_default();
     for i in 0..jobs {
         // Even jobs: queued while the runner listens (the target case); odd: back to back.
         let parked = i % 2 == 0;
         eprintln!(
-            "runnerlab bench: {mode} job {}/{jobs} ({})",
+            "runnerlab bench: {mode}{label} job {}/{jobs} ({})",
             i + 1,
             if parked {
                 "runner idle"
@@ -200,7 +397,18 @@ async fn bench_mode(
         if parked {
             lab.wait_idle(Duration::from_secs(30)).await?;
         }
-        let run = lab.pipeline("hello").run().await?;
+        let mut p = lab.pipeline("hello");
+        if let Some((k, v)) = variant {
+            p = p.variable(mock_gitlab::Variable {
+                key: k.into(),
+                value: v.into(),
+                masked: false,
+                protected: false,
+                file: false,
+                raw: false,
+            });
+        }
+        let run = p.run().await?;
         let job = run.job("hello");
         ensure!(
             job.status() == "success",
@@ -209,58 +417,26 @@ async fn bench_mode(
         );
         if let (Some(q), Some(d)) = (job.job.queued_at, job.job.dispatched_at) {
             let ms = secs(d.saturating_duration_since(q)) * 1000.0;
-            if parked { idle.push(ms) } else { b2b.push(ms) }
+            if parked {
+                w.idle.push(ms)
+            } else {
+                w.b2b.push(ms)
+            }
         }
         // Overhead is measured on idle-runner jobs only: back-to-back ones mostly measure check_interval.
         if let (true, Some(d)) = (parked, job.duration()) {
-            wall.push(secs(run.wall));
-            job_s.push(secs(d));
+            w.wall.push(secs(run.wall));
+            w.job_s.push(secs(d));
             for (name, secs) in section_seconds(&job.job.trace_text()) {
-                match sections.iter_mut().find(|(n, _)| *n == name) {
+                match w.sections.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, v)) => v.push(secs),
-                    None => sections.push((name, vec![secs])),
+                    None => w.sections.push((name, vec![secs])),
                 }
             }
         }
     }
-    let started = containers_started(&lab, &since).await?;
-    // After the window, so that the floor's own containers are not counted.
-    if floor.is_none() {
-        eprintln!("runnerlab bench: podman run --rm floor (5 runs)");
-        *floor = Some(podman_floor(&lab, 5).await?);
-    }
-    let containers_per_job = started as f64 / jobs as f64;
-    let wall = Stats::of(wall);
-    // The job script's own time is its `step_script` section.
-    let script = Stats::of(
-        sections
-            .iter()
-            .find(|(n, _)| n == "step_script")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
-    );
-    let overhead_p50_s = wall.p50 - if script.n > 0 { script.p50 } else { 0.0 };
-    let floor_ratio = floor
-        .as_ref()
-        .filter(|_| containers_per_job > 0.0)
-        .map(|f| wall.p50 / (containers_per_job * f.p50));
-    lab.shutdown().await?;
-    Ok(ModeBench {
-        executor: mode.name().into(),
-        e2e_wall_s: wall,
-        runner_job_s: Stats::of(job_s),
-        script_s: script,
-        overhead_p50_s,
-        containers_per_job,
-        floor_ratio,
-        sections_p50_s: sections
-            .into_iter()
-            .map(|(n, v)| (n, Stats::of(v).p50))
-            .collect(),
-        dispatch_idle_ms: Stats::of(idle),
-        dispatch_back_to_back_ms: Stats::of(b2b),
-        lab_start_warm_s,
-    })
+    w.started = containers_started(lab, &since).await?;
+    Ok(w)
 }
 
 pub async fn run(
@@ -274,15 +450,21 @@ pub async fn run(
     let t = Instant::now();
     runner::get(runner_opts).await?;
     let forge_warm_s = secs(t.elapsed());
-    let mut floor = None;
+    let mut floors = Floors::default();
     let mut results = Vec::new();
     for &mode in modes {
-        results.push(bench_mode(mode, jobs, runner_opts, &mut floor).await?);
+        results.extend(bench_mode(mode, jobs, runner_opts, &mut floors).await?);
     }
+    let (api_life, api_hello) = match floors.api {
+        Some(a) => (Some(a.lifecycle_s), Some(a.info_version_s)),
+        None => (None, None),
+    };
     let report = BenchReport {
         runner: forged.describe(),
         jobs,
-        podman_run_floor_s: floor.unwrap_or_else(|| Stats::of(Vec::new())),
+        podman_run_floor_s: floors.cli.unwrap_or_else(|| Stats::of(Vec::new())),
+        podman_api_floor_s: api_life,
+        podman_api_info_version_s: api_hello,
         modes: results,
         forge_warm_s,
         forge_cold_s_recorded: forged.provenance.build_seconds,
@@ -408,17 +590,42 @@ impl std::fmt::Display for FleetBench {
     }
 }
 
+impl ModeBench {
+    /// The row's name: the mode, and the variant if any.
+    fn row(&self) -> String {
+        match self.variant.as_str() {
+            "" => self.executor.clone(),
+            v => format!("{} {v}", self.executor),
+        }
+    }
+}
+
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "runner: {}", self.runner)?;
-        writeln!(
+        write!(
             f,
-            "podman run --rm floor p50 {:.2}s (n={}); idle-runner jobs per mode (trivial `echo` job):",
+            "floors p50: podman run --rm {:.2}s (n={})",
             self.podman_run_floor_s.p50, self.podman_run_floor_s.n
         )?;
+        if let (Some(a), Some(h)) = (&self.podman_api_floor_s, &self.podman_api_info_version_s) {
+            write!(
+                f,
+                "; the same through the compat API {:.2}s (n={}); GET /info + /version {:.2}s",
+                a.p50, a.n, h.p50
+            )?;
+        }
+        writeln!(f, "\nidle-runner jobs per mode (trivial `echo` job):")?;
+        let w = self
+            .modes
+            .iter()
+            .map(|m| m.row().len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         writeln!(
             f,
-            "{:<7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10} {:>10} {:>9}",
+            "{:<w$} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>7} {:>9} {:>9} {:>9}",
             "mode",
             "e2e p50",
             "job p50",
@@ -426,23 +633,24 @@ impl std::fmt::Display for BenchReport {
             "overhead",
             "containers",
             "/floor",
+            "/api",
             "disp idle",
             "disp b2b",
             "lab start"
         )?;
+        let ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "—".into());
         for m in &self.modes {
             writeln!(
                 f,
-                "{:<7} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.2}s {:>11.1} {:>11} {:>8.1}ms {:>8.0}ms {:>8.2}s",
-                m.executor,
+                "{:<w$} {:>8.2}s {:>8.2}s {:>8.2}s {:>8.2}s {:>10.1} {:>7} {:>7} {:>7.1}ms {:>7.0}ms {:>8.2}s",
+                m.row(),
                 m.e2e_wall_s.p50,
                 m.runner_job_s.p50,
                 m.script_s.p50,
                 m.overhead_p50_s,
                 m.containers_per_job,
-                m.floor_ratio
-                    .map(|r| format!("{r:.2}"))
-                    .unwrap_or_else(|| "—".into()),
+                ratio(m.floor_ratio),
+                ratio(m.api_floor_ratio),
                 m.dispatch_idle_ms.p50,
                 m.dispatch_back_to_back_ms.p50,
                 m.lab_start_warm_s
@@ -454,12 +662,7 @@ impl std::fmt::Display for BenchReport {
                 .iter()
                 .map(|(n, s)| format!("{n} {s:.2}"))
                 .collect();
-            writeln!(
-                f,
-                "{:<7} sections p50 (s): {}",
-                m.executor,
-                parts.join(", ")
-            )?;
+            writeln!(f, "{:<w$} sections p50 (s): {}", m.row(), parts.join(", "))?;
         }
         writeln!(
             f,

@@ -287,6 +287,15 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(podman_build(lab)),
         },
         Case {
+            name: "docker-host-service",
+            about: "the seed's `DOCKER_HOST: tcp://docker:2375` reaches a real engine: a Podman API \
+                    service in a service container (alias `docker`) builds and runs the job's image, \
+                    unprivileged, on rootless Podman",
+            modes: &[Executor::Docker, Executor::Custom],
+            known: &[],
+            run: |lab| Box::pin(docker_host_service(lab)),
+        },
+        Case {
             name: "registry-pull",
             about: "the job's image comes from a private registry (TLS, htpasswd) with credentials only \
                     from DOCKER_AUTH_CONFIG, a masked variable that appears in no trace, log or report",
@@ -522,9 +531,11 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         done.sort_by_key(|(i, _)| *i);
         done.into_iter().map(|(_, r)| r).collect()
     };
-    for (r, o) in per_mode {
+    let mut job_cost = Vec::new();
+    for (r, o, c) in per_mode {
         results.extend(r);
         outputs.extend(o);
+        job_cost.extend(c);
     }
     bar.finish_and_clear();
     let report = Report {
@@ -535,6 +546,7 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         environment,
         cases: results,
         cross_mode: crate::report::cross_mode(&outputs),
+        job_cost,
     };
     for f in report.write(&out)? {
         // Every secret of the run (tokens, registry credentials) was registered: none may be in a
@@ -549,10 +561,12 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     Ok((report, out))
 }
 
-/// One mode's case results and its jobs' outputs (case, mode, output) for the cross-mode comparison.
+/// One mode's case results, its jobs' outputs (case, mode, output) for the cross-mode comparison,
+/// and what its jobs cost beyond their scripts.
 type ModeResults = (
     Vec<crate::report::CaseResult>,
     Vec<(&'static str, &'static str, String)>,
+    Option<crate::report::ModeCost>,
 );
 
 /// Every applicable case of `selected` in one mode, on one lab.
@@ -582,7 +596,7 @@ async fn run_mode(
         });
     }
     if applicable.is_empty() {
-        return Ok((results, outputs));
+        return Ok((results, outputs, None));
     }
     bar.set_message(format!("starting a {mode} lab"));
     let mut lopts = crate::lab::LabOptions::new(mode);
@@ -603,10 +617,15 @@ async fn run_mode(
                     ))),
                 });
             }
-            return Ok((results, outputs));
+            return Ok((results, outputs, None));
         }
     };
+    let mut overheads = Vec::new();
+    let mut trivial = None;
     for c in applicable {
+        let since = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let t = Instant::now();
         bar.set_message(format!("{mode} {}", c.name));
         let res = (c.run)(&lab).await;
@@ -621,6 +640,10 @@ async fn run_mode(
                 });
                 if let Some(r) = &o.run {
                     outputs.push((c.name, mode.name(), job_output(r)));
+                    overheads.extend(r.jobs.iter().filter_map(job_overhead_s));
+                    if c.name == "hello" && o.finding.is_none() {
+                        trivial = trivial_job_cost(&lab, r, &since).await;
+                    }
                 }
                 // Keep the traces next to the report so its links resolve.
                 if let Some(r) = &o.run {
@@ -673,8 +696,68 @@ async fn run_mode(
     }
     let removed = lab.shutdown().await?;
     tracing::debug!("removed {removed}");
+    let cost = (!overheads.is_empty()).then(|| crate::report::ModeCost {
+        mode: mode.name().into(),
+        jobs: overheads.len(),
+        median_overhead_s: crate::bench::Stats::of(overheads).p50,
+        trivial,
+    });
+    Ok((results, outputs, cost))
+}
 
-    Ok((results, outputs))
+/// A job's end-to-end time: handed to the runner → finished. From dispatch, not from queueing:
+/// the wait for a runner's next poll is the coordinator's pace, not the executor's cost.
+fn job_e2e_s(j: &mock_gitlab::JobRecord) -> Option<f64> {
+    Some(
+        j.finished_at?
+            .saturating_duration_since(j.dispatched_at?)
+            .as_secs_f64(),
+    )
+}
+
+/// The `step_script` section's seconds: the job script's own time.
+fn script_s(j: &mock_gitlab::JobRecord) -> Option<f64> {
+    crate::bench::section_seconds(&j.trace_text())
+        .into_iter()
+        .find(|(n, _)| n == "step_script")
+        .map(|(_, s)| s)
+}
+
+/// A job's e2e time minus its script's: what runner, executor and Podman add. None for a job
+/// without a script section (never started, or canceled before it).
+fn job_overhead_s(j: &mock_gitlab::JobRecord) -> Option<f64> {
+    Some(job_e2e_s(j)? - script_s(j)?)
+}
+
+/// The `hello` job against the container floors, measured on the same lab right after the case.
+/// A floor that cannot be measured leaves its figures out; it never fails the run.
+async fn trivial_job_cost(
+    lab: &Lab,
+    run: &PipelineRun,
+    since: &str,
+) -> Option<crate::report::TrivialJobCost> {
+    let job = run.jobs.iter().find(|j| j.name == "hello")?;
+    let (e2e_s, script_s) = (job_e2e_s(job)?, script_s(job)?);
+    // Counted before the floors start containers of their own.
+    let containers = crate::bench::containers_started(lab, since).await.ok()?;
+    let cli_floor_s = crate::bench::podman_floor(lab, 3).await.ok()?.p50;
+    let api_floor_s = match (lab.executor(), lab.api_socket()) {
+        (Executor::Docker, Some(sock)) => crate::bench::api_floor(sock, lab.run_id(), 3)
+            .await
+            .ok()
+            .map(|f| f.lifecycle_s.p50),
+        _ => None,
+    };
+    let ratio = |floor: f64| (containers > 0).then(|| e2e_s / (containers as f64 * floor));
+    Some(crate::report::TrivialJobCost {
+        e2e_s,
+        script_s,
+        containers,
+        cli_floor_s,
+        api_floor_s,
+        ratio_cli: ratio(cli_floor_s),
+        ratio_api: api_floor_s.and_then(ratio),
+    })
 }
 
 /// What the jobs of a run printed from their `step_script` section on, normalised like a
@@ -1333,6 +1416,97 @@ pub(crate) fn pinp_extras(mode: Executor, pinp: &PinpImages) -> (RunnerExtras, S
     }
 }
 
+async fn docker_host_service(lab: &Lab) -> Result<Outcome> {
+    let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
+    // The job gets the Podman-in-Podman flags (for the builder archive's mount); the service, which
+    // runs the builds, needs the same nesting flags through the services' own settings.
+    let (mut extras, job_flags) = pinp_extras(lab.executor(), &pinp);
+    // The seed's HOME=/my_custom_dir must exist wherever the job's variables go (the helper's git
+    // writes its global config there): the documented fix, a writable mount (Kubernetes: an
+    // emptyDir), here a tmpfs on the job's containers and, since services get the job's
+    // variables too, on the service.
+    let home = format!("{CUSTOM_HOME}:rw,mode=1777");
+    let service_flags = match lab.executor() {
+        Executor::Docker => {
+            extras.register_args.extend([
+                "--docker-tmpfs".into(),
+                home.clone(),
+                "--docker-services-security-opt".into(),
+                "unmask=/proc/*".into(),
+                "--docker-services-tmpfs".into(),
+                "/var/lib/containers:rw".into(),
+                "--docker-services-tmpfs".into(),
+                home,
+            ]);
+            format!(
+                "tmpfs += {{\"{CUSTOM_HOME}\" = \"rw,mode=1777\"}}; services_security_opt = [\"unmask=/proc/*\"], \
+                 services_tmpfs = {{\"/var/lib/containers\" = \"rw\", \"{CUSTOM_HOME}\" = \"rw,mode=1777\"}}"
+            )
+        }
+        Executor::Custom => {
+            // The driver gives services their own variables only, so HOME stays theirs.
+            for a in extras.run_args.iter_mut() {
+                if a.starts_with("PODMAN_RUN_ARGS=") {
+                    a.push_str(&format!(" --tmpfs={home}"));
+                }
+            }
+            extras.run_args.extend([
+                "-e".into(),
+                "PODMAN_SERVICE_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw"
+                    .into(),
+            ]);
+            format!(
+                "PODMAN_RUN_ARGS += --tmpfs={CUSTOM_HOME}:rw,mode=1777; PODMAN_SERVICE_ARGS=--security-opt=unmask=/proc/* \
+                 --tmpfs=/var/lib/containers:rw"
+            )
+        }
+        Executor::Shell => {
+            anyhow::bail!("{}", not_applicable("docker-host-service", lab.executor()))
+        }
+    };
+    let mut opts = lab.options().clone();
+    opts.extras = extras;
+    let lab2 = Lab::start_with(opts).await?;
+    let run = lab2
+        .pipeline("docker-host-service")
+        .timeout(Duration::from_secs(300))
+        .run()
+        .await?;
+    let job = job_ended(&run, "podman-remote-build", "success")?;
+    let trace = job.trace();
+    ensure_trace_has(
+        &trace,
+        &[
+            "Successfully tagged localhost/playground-bis:testing",
+            "hello from playground-bis:testing, built by the Podman service at DOCKER_HOST",
+            // Built in the service, not by the job's own podman.
+            "playground-bis images in the service 1, in the job 0",
+        ],
+    )?;
+    ensure!(
+        trace.lines().any(|l| l.starts_with("service API ")),
+        "the job did not reach the service's API through DOCKER_HOST; trace:\n{trace}"
+    );
+    // Two engines: the service answers with its own host name.
+    let hosts = trace
+        .lines()
+        .find_map(|l| l.strip_prefix("job host "))
+        .and_then(|l| l.split_once(", service host "));
+    match hosts {
+        Some((job, service)) if !job.trim().is_empty() && job.trim() != service.trim() => {}
+        _ => anyhow::bail!(
+            "expected the service's host name to differ from the job's; trace:\n{trace}"
+        ),
+    }
+    Ok(Outcome {
+        note: Some(format!(
+            "job: {job_flags}; HOME and service: {service_flags}; DOCKER_HOST is read by the job's \
+             `podman --url`, podman itself ignores it"
+        )),
+        ..outcome(run)
+    })
+}
+
 async fn podman_build(lab: &Lab) -> Result<Outcome> {
     let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
     // A variant of the suite's lab: the runner's container and registration carry the flags.
@@ -1649,6 +1823,7 @@ async fn ensure_no_credential_leak(
             detail: Some(note.into()),
         }],
         cross_mode: crate::report::cross_mode(&[(case, mode.name(), job_output(run))]),
+        job_cost: vec![],
     };
     report.write(&out)?;
     let mut files = Vec::new();

@@ -868,6 +868,11 @@ impl RunnerInstance {
     pub fn api_pid(&self) -> Option<u32> {
         self.api.as_ref().and_then(ApiService::pid)
     }
+
+    /// The socket of this runner's Podman API service (docker and custom modes).
+    pub fn api_socket(&self) -> Option<&Path> {
+        self.api.as_ref().map(|a| a.socket().as_path())
+    }
 }
 
 /// A running lab. Drop it (or call [`Lab::shutdown`]) to remove everything it created.
@@ -945,6 +950,11 @@ impl Lab {
     /// restarting `podman.service` would. Returns how long the socket was gone.
     pub async fn restart_api(&mut self) -> Result<Duration> {
         self.core.instances[0].restart_api().await
+    }
+
+    /// The socket of the lab's Podman API service (docker and custom modes).
+    pub fn api_socket(&self) -> Option<&Path> {
+        self.instance().api_socket()
     }
 
     /// Host pid of the lab's Podman API service (docker and custom modes).

@@ -76,6 +76,41 @@ pub struct Report {
     pub cases: Vec<CaseResult>,
     /// Per case, how each mode's job output differs from the first mode's (schema 1 addition).
     pub cross_mode: Vec<CrossModeDiff>,
+    /// Per mode, what the runner, the executor and Podman add to a job (schema 1 addition).
+    pub job_cost: Vec<ModeCost>,
+}
+
+/// What a job costs beyond its script in one mode, measured during the conformance run itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModeCost {
+    pub mode: String,
+    /// Jobs measured: every job of the mode's cases that has a `step_script` section.
+    pub jobs: usize,
+    /// Median over those jobs of (handed to the runner → finished) − the `step_script` section's
+    /// time, seconds.
+    pub median_overhead_s: f64,
+    /// The `hello` case's one trivial job against the container floors, when it ran and passed.
+    pub trivial: Option<TrivialJobCost>,
+}
+
+/// The `hello` job against what a container costs here. Floors are measured right after the case,
+/// on the same lab: ratios of figures taken side by side, never pass/fail.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrivialJobCost {
+    /// Handed to the runner → finished, seconds.
+    pub e2e_s: f64,
+    pub script_s: f64,
+    /// Containers of the lab started during the case (Podman `start` events).
+    pub containers: usize,
+    /// `podman run --rm --network none <base> true` as the lab user, p50 seconds.
+    pub cli_floor_s: f64,
+    /// The same container through the lab's Docker-compatible API (create, start, wait, remove),
+    /// p50 seconds; docker mode only.
+    pub api_floor_s: Option<f64>,
+    /// e2e / (containers × cli floor): the issue's ratio (target ≤ 2.0).
+    pub ratio_cli: Option<f64>,
+    /// e2e / (containers × api floor).
+    pub ratio_api: Option<f64>,
 }
 
 /// One case's job output in `mode` compared with `base` (job output: from `step_script` on,
@@ -261,6 +296,34 @@ impl Report {
                 ));
             }
         }
+        if !self.job_cost.is_empty() {
+            s.push_str(
+                "\n## Job cost\n\nWhat runner, executor and Podman add to a job: the median of (handed to the runner → finished) \
+                 − `step_script` over every job of the mode, and the `hello` job against the floor of a \
+                 container here (`podman run --rm`, and the same container through the compat API), measured \
+                 side by side in this run.\n\n| mode | jobs | median overhead | hello e2e | containers | CLI floor | API floor | e2e / (containers × CLI floor) | e2e / (containers × API floor) |\n|---|---|---|---|---|---|---|---|---|\n",
+            );
+            let f = |x: Option<f64>, unit: &str| {
+                x.map(|x| format!("{x:.2}{unit}"))
+                    .unwrap_or_else(|| "—".into())
+            };
+            for c in &self.job_cost {
+                let t = c.trivial.as_ref();
+                s.push_str(&format!(
+                    "| {} | {} | {:.2}s | {} | {} | {} | {} | {} | {} |\n",
+                    c.mode,
+                    c.jobs,
+                    c.median_overhead_s,
+                    f(t.map(|t| t.e2e_s), "s"),
+                    t.map(|t| t.containers.to_string())
+                        .unwrap_or_else(|| "—".into()),
+                    f(t.map(|t| t.cli_floor_s), "s"),
+                    f(t.and_then(|t| t.api_floor_s), "s"),
+                    f(t.and_then(|t| t.ratio_cli), ""),
+                    f(t.and_then(|t| t.ratio_api), ""),
+                ));
+            }
+        }
         let details: Vec<&CaseResult> = self.cases.iter().filter(|c| c.detail.is_some()).collect();
         if !details.is_empty() {
             s.push_str("\n## Details\n\n");
@@ -389,6 +452,20 @@ mod tests {
                     "$ echo hi\nhi\nsomething else\nJob succeeded\n".into(),
                 ),
             ]),
+            job_cost: vec![ModeCost {
+                mode: "docker".into(),
+                jobs: 2,
+                median_overhead_s: 4.5,
+                trivial: Some(TrivialJobCost {
+                    e2e_s: 5.0,
+                    script_s: 0.5,
+                    containers: 4,
+                    cli_floor_s: 0.25,
+                    api_floor_s: Some(0.5),
+                    ratio_cli: Some(5.0),
+                    ratio_api: Some(2.5),
+                }),
+            }],
         }
     }
 
@@ -433,6 +510,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("1 passed, 1 failed"), "{md}");
+        assert!(
+            md.contains("| docker | 2 | 4.50s | 5.00s | 4 | 0.25s | 0.50s | 5.00 | 2.50 |"),
+            "{md}"
+        );
     }
 
     #[test]

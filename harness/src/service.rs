@@ -53,8 +53,16 @@ impl ApiService {
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let log_start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
+        // RUNNERLAB_API_LOG_LEVEL=info logs every API request with its timing (podman's own
+        // `--log-level`), to see where a job's time goes through the socket.
+        let level = std::env::var("RUNNERLAB_API_LOG_LEVEL").ok();
+        let mut args = vec!["system", "service", "--time=0", uri.as_str()];
+        if let Some(l) = level.as_deref() {
+            args.insert(0, l);
+            args.insert(0, "--log-level");
+        }
         let child = podman
-            .command(["system", "service", "--time=0", uri.as_str()])
+            .command(args)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -88,6 +88,7 @@ async fn every_mode(
 #[case::redis_service("redis-service")]
 #[case::registry_pull("registry-pull")]
 #[case::registry_wrong_credentials("registry-wrong-credentials")]
+#[case::docker_host_service("docker-host-service")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_modes(
     #[case] name: &str,
