@@ -340,8 +340,10 @@ async fn merge_request_pipeline_checks_out_the_merge_request() {
 
 /// A Git LFS file (`lfs` fixture): the repository holds a pointer, and the runner's
 /// `git lfs pull` after checkout gets the content from the mock's LFS batch API with the job
-/// token. The runner host has git-lfs installed and its filters configured (`git lfs install`,
-/// here into a global config of the runner's own, so the host's stays untouched).
+/// token. The runner host needs git-lfs and its filters (`git lfs install`): Debian's package
+/// configures them system-wide; the test also puts them in a global config of the runner's own,
+/// so it does not depend on that (and never touches the host's). Without filters the trace says
+/// `Skipping object checkout, Git LFS is not installed` and the job shows the pointer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lfs_file_is_pulled_by_the_runner() {
     let bin = runner_bin().await;
