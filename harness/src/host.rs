@@ -29,6 +29,9 @@ pub const PACKAGES: &[&str] = &[
     "debootstrap",
     "iptables",
     "git",
+    // The runner's `git lfs pull` after checkout (mock-gitlab serves Git LFS; suites test it);
+    // its postinst configures the LFS filters system-wide, which the pull needs.
+    "git-lfs",
     "ca-certificates",
     // aws-lc-sys (under the gitlab-runner crate mock-gitlab's tests cross-check against) builds
     // with cmake.

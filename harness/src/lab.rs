@@ -395,6 +395,7 @@ impl RunCore {
             executor,
             project: project.to_owned(),
             git_ref: "main".into(),
+            merge_request: None,
             timeout: Duration::from_secs(180),
             variables: Vec::new(),
         }
@@ -1269,6 +1270,7 @@ pub struct PipelineBuilder<'a> {
     executor: Executor,
     project: String,
     git_ref: String,
+    merge_request: Option<u64>,
     timeout: Duration,
     variables: Vec<mock_gitlab::Variable>,
 }
@@ -1334,8 +1336,15 @@ impl StartedPipeline<'_> {
 }
 
 impl<'a> PipelineBuilder<'a> {
+    /// A branch or a tag (default `main`).
     pub fn git_ref(mut self, r: &str) -> Self {
         self.git_ref = r.to_owned();
+        self
+    }
+
+    /// A merge request pipeline for the fixture's `.merge-requests/<iid>-<branch>/` instead.
+    pub fn merge_request(mut self, iid: u64) -> Self {
+        self.merge_request = Some(iid);
         self
     }
 
@@ -1361,11 +1370,11 @@ impl<'a> PipelineBuilder<'a> {
             self.core.mock.set_variable(&path, v)?;
         }
         let started = Instant::now();
-        let id = self
-            .core
-            .mock
-            .create_pipeline(&path, &self.git_ref)
-            .map_err(|e| anyhow!("{e}"))?;
+        let created = match self.merge_request {
+            Some(iid) => self.core.mock.create_merge_request_pipeline(&path, iid),
+            None => self.core.mock.create_pipeline(&path, &self.git_ref),
+        };
+        let id = created.map_err(|e| anyhow!("{e}"))?;
         Ok(StartedPipeline {
             core: self.core,
             executor: self.executor,

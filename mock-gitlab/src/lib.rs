@@ -39,8 +39,9 @@ use tokio::task::JoinHandle;
 pub use faults::{Action, Fault, FaultPlan, FaultPlanError};
 pub use pipeline::lint::{Diagnostic, LintError};
 pub use state::{
-    ArtifactRecord, CreatedRunner, JobRecord, JobStatus, PipelineId, PipelineRecord,
-    PipelineStatus, Project, RegisteredVia, RequestRecord, RunnerRecord, RunnerSpec, Variable,
+    ArtifactRecord, CreatedRunner, JobRecord, JobStatus, MergeRequest, PipelineId, PipelineRecord,
+    PipelineStatus, Project, RefKind, RegisteredVia, RequestRecord, RunnerRecord, RunnerSpec,
+    Variable,
 };
 pub use trace::{normalize_trace, trace_checksum};
 
@@ -210,41 +211,83 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// What a pipeline is created for, as `rules_variables` needs it.
+struct RulesRef<'a> {
+    project: &'a str,
+    project_id: u64,
+    project_url: &'a str,
+    git_ref: &'a str,
+    kind: &'a RefKind,
+    sha: &'a str,
+    commit_message: &'a str,
+    source: &'a str,
+}
+
 /// The predefined variables `rules:if` and `workflow:rules` can see at
 /// pipeline creation (the job-level ones do not exist yet then).
-fn rules_variables(
-    project: &str,
-    project_id: u64,
-    git_ref: &str,
-    sha: &str,
-    source: &str,
-) -> Vec<(String, String)> {
+fn rules_variables(r: &RulesRef<'_>) -> Vec<(String, String)> {
+    let RulesRef {
+        project,
+        project_id,
+        sha,
+        source,
+        ..
+    } = *r;
     let (namespace, name) = project.rsplit_once('/').unwrap_or(("", project));
-    [
-        ("CI", "true".to_string()),
-        ("GITLAB_CI", "true".to_string()),
-        ("CI_COMMIT_BRANCH", git_ref.to_string()),
-        ("CI_COMMIT_REF_NAME", git_ref.to_string()),
-        ("CI_COMMIT_REF_SLUG", payload::slugify(git_ref)),
-        ("CI_COMMIT_REF_PROTECTED", "true".to_string()),
-        ("CI_COMMIT_SHA", sha.to_string()),
-        ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
-        ("CI_COMMIT_BEFORE_SHA", "0".repeat(40)),
-        ("CI_COMMIT_MESSAGE", git::COMMIT_MESSAGE.to_string()),
-        ("CI_COMMIT_TITLE", git::COMMIT_MESSAGE.trim().to_string()),
-        ("CI_DEFAULT_BRANCH", "main".to_string()),
-        ("CI_PIPELINE_SOURCE", source.to_string()),
-        ("CI_PROJECT_ID", project_id.to_string()),
-        ("CI_PROJECT_PATH", project.to_string()),
-        ("CI_PROJECT_NAME", name.to_string()),
-        ("CI_PROJECT_NAMESPACE", namespace.to_string()),
-        ("CI_SERVER_NAME", "GitLab".to_string()),
-        ("CI_SERVER_VERSION", payload::SERVER_VERSION.to_string()),
-        ("GITLAB_USER_LOGIN", "root".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    let by_ref = payload::ref_variables(r.kind, r.git_ref, project_id, project, r.project_url);
+    by_ref
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(
+            [
+                ("CI", "true".to_string()),
+                ("GITLAB_CI", "true".to_string()),
+                ("CI_COMMIT_REF_PROTECTED", "true".to_string()),
+                ("CI_COMMIT_SHA", sha.to_string()),
+                ("CI_COMMIT_SHORT_SHA", sha.chars().take(8).collect()),
+                ("CI_COMMIT_BEFORE_SHA", "0".repeat(40)),
+                ("CI_COMMIT_MESSAGE", r.commit_message.to_string()),
+                (
+                    "CI_COMMIT_TITLE",
+                    r.commit_message.lines().next().unwrap_or("").to_string(),
+                ),
+                ("CI_DEFAULT_BRANCH", "main".to_string()),
+                ("CI_PIPELINE_SOURCE", source.to_string()),
+                ("CI_PROJECT_ID", project_id.to_string()),
+                ("CI_PROJECT_PATH", project.to_string()),
+                ("CI_PROJECT_NAME", name.to_string()),
+                ("CI_PROJECT_NAMESPACE", namespace.to_string()),
+                ("CI_SERVER_NAME", "GitLab".to_string()),
+                ("CI_SERVER_VERSION", payload::SERVER_VERSION.to_string()),
+                ("GITLAB_USER_LOGIN", "root".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v)),
+        )
+        .collect()
+}
+
+/// The message of a fixture commit, known without asking git: `main`'s is
+/// [`git::COMMIT_MESSAGE`], a merge request's head its title, its merge ref GitLab's merge
+/// message.
+fn commit_message_of(sha: &str, merge_requests: &[MergeRequest]) -> String {
+    for mr in merge_requests {
+        if mr.sha == sha {
+            return mr.title.clone();
+        }
+        if mr.merge_sha == sha {
+            return git::merge_message(&mr.source_branch, &mr.target_branch);
+        }
+    }
+    git::COMMIT_MESSAGE.to_string()
+}
+
+/// What a pipeline is asked for.
+pub(crate) enum Target<'a> {
+    /// A branch or a tag name (or `refs/heads/…`, `refs/tags/…`).
+    Ref(&'a str),
+    /// A merge request by iid.
+    MergeRequest(u64),
 }
 
 /// A running mock GitLab. Cheap to clone; all clones share one server.
@@ -412,34 +455,102 @@ impl MockGitlab {
                 });
             }
         }
-        let (bare, sha) =
-            git::create_bare_repo(&self.inner.data_dir, path, fixture_dir, &submodules)?;
+        let repo = git::create_bare_repo(&self.inner.data_dir, path, fixture_dir, &submodules)?;
         let mut st = self.inner.lock();
         let id = st.next_project_id;
         st.next_project_id += 1;
+        let mut merge_requests = repo.merge_requests;
+        for mr in &mut merge_requests {
+            mr.id = st.next_merge_request_id;
+            st.next_merge_request_id += 1;
+        }
         let project = Project {
             id,
             path: path.to_string(),
-            sha,
+            sha: repo.sha,
+            merge_requests,
+            lfs_objects: repo.lfs_objects,
         };
         st.projects.insert(
             path.to_string(),
             ProjectState {
                 project: project.clone(),
-                bare_repo: bare,
+                bare_repo: repo.bare,
                 pipeline_iid: 0,
                 variables: Vec::new(),
                 readable_by: Vec::new(),
+                lfs_store: git::lfs_store(&self.inner.data_dir, path),
+                tag_messages: Default::default(),
             },
         );
-        tracing::info!(project = %path, id, sha = %project.sha, submodules = submodules.len(), "project added");
+        tracing::info!(project = %path, id, sha = %project.sha, submodules = submodules.len(),
+            merge_requests = project.merge_requests.len(), lfs_objects = project.lfs_objects, "project added");
         Ok(project)
     }
 
-    /// Create a pipeline for `git_ref` from the project's `.gitlab-ci.yml`
-    /// at that ref; its first stage's jobs become pending at once.
+    /// Create a pipeline for `git_ref` (a branch, else a tag; `refs/heads/…` and `refs/tags/…`
+    /// say which) from the project's `.gitlab-ci.yml` at that ref; its first stage's jobs
+    /// become pending at once.
     pub fn create_pipeline(&self, project: &str, git_ref: &str) -> Result<PipelineId, LintError> {
         self.create_pipeline_with(project, git_ref, &[])
+    }
+
+    /// Create a merge request pipeline (GitLab's "detached" kind, source
+    /// `merge_request_event`) for merge request `iid` of the project (declared by its fixture's
+    /// `.merge-requests/<iid>-<branch>/`): it runs the source branch's commit, `ref` is
+    /// `refs/merge-requests/<iid>/head`, and jobs see `CI_MERGE_REQUEST_*`. As in GitLab, jobs
+    /// without `rules:` are not part of it.
+    pub fn create_merge_request_pipeline(
+        &self,
+        project: &str,
+        iid: u64,
+    ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_for(
+            project,
+            Target::MergeRequest(iid),
+            &[],
+            "merge_request_event",
+        )
+    }
+
+    /// A project's merge requests (from its fixture), by iid.
+    pub fn merge_requests(&self, project: &str) -> Vec<MergeRequest> {
+        self.project(project)
+            .map(|p| p.merge_requests)
+            .unwrap_or_default()
+    }
+
+    /// Create tag `name` at `git_ref` (a branch, a tag or a 40-hex commit), annotated when
+    /// `message` is given; returns the commit. Pipelines for it: `create_pipeline(project, name)`.
+    pub fn create_tag(
+        &self,
+        project: &str,
+        name: &str,
+        git_ref: &str,
+        message: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let bare = self
+            .inner
+            .lock()
+            .projects
+            .get(project)
+            .map(|p| p.bare_repo.clone())
+            .ok_or_else(|| anyhow!("project {project} does not exist"))?;
+        let home = &self.inner.data_dir;
+        let sha = if git_ref.len() == 40 && git_ref.chars().all(|c| c.is_ascii_hexdigit()) {
+            git::resolve_commit(home, &bare, git_ref)?
+        } else {
+            let (_, _, sha) = git::resolve_named(home, &bare, git_ref)?;
+            sha
+        };
+        git::create_tag(home, &bare, name, &sha, message)?;
+        if let Some(m) = message
+            && let Some(p) = self.inner.lock().projects.get_mut(project)
+        {
+            p.tag_messages.insert(name.to_string(), m.to_string());
+        }
+        tracing::info!(%project, tag = %name, %sha, annotated = message.is_some(), "tag created");
+        Ok(sha)
     }
 
     /// [`MockGitlab::create_pipeline`] with pipeline variables (GitLab's "Run
@@ -454,8 +565,7 @@ impl MockGitlab {
         self.create_pipeline_from(project, git_ref, variables, "push")
     }
 
-    /// Create a pipeline with GitLab's `source` (`push`, `api`, …): it is
-    /// `CI_PIPELINE_SOURCE` for `rules` and for the jobs.
+    /// A branch or tag pipeline with GitLab's `source` (`push`, `api`, …).
     pub(crate) fn create_pipeline_from(
         &self,
         project: &str,
@@ -463,9 +573,25 @@ impl MockGitlab {
         variables: &[Variable],
         source: &'static str,
     ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_for(project, Target::Ref(git_ref), variables, source)
+    }
+
+    /// Create a pipeline with GitLab's `source` (`push`, `api`, `merge_request_event`): it is
+    /// `CI_PIPELINE_SOURCE` for `rules` and for the jobs.
+    pub(crate) fn create_pipeline_for(
+        &self,
+        project: &str,
+        target: Target<'_>,
+        variables: &[Variable],
+        source: &'static str,
+    ) -> Result<PipelineId, LintError> {
         const FILE: &str = ".gitlab-ci.yml";
-        let bare = match self.inner.lock().projects.get(project) {
-            Some(p) => p.bare_repo.clone(),
+        let (bare, merge_requests, tag_messages) = match self.inner.lock().projects.get(project) {
+            Some(p) => (
+                p.bare_repo.clone(),
+                p.project.merge_requests.clone(),
+                p.tag_messages.clone(),
+            ),
             None => {
                 return Err(LintError::general(
                     FILE,
@@ -474,13 +600,43 @@ impl MockGitlab {
                 ));
             }
         };
-        let sha = git::resolve_branch(&self.inner.data_dir, &bare, git_ref).map_err(|e| {
-            LintError::general(
-                FILE,
-                format!("reference {git_ref} of {project} cannot be resolved: {e}"),
-                Some("pipelines run on existing branches"),
-            )
-        })?;
+        let (git_ref, kind, sha) = match target {
+            Target::Ref(r) => {
+                let (name, is_tag, sha) = git::resolve_named(&self.inner.data_dir, &bare, r)
+                    .map_err(|e| {
+                        LintError::general(
+                            FILE,
+                            format!("reference {r} of {project} cannot be resolved: {e}"),
+                            Some("pipelines run on existing branches and tags"),
+                        )
+                    })?;
+                let kind = if is_tag {
+                    RefKind::Tag {
+                        message: tag_messages.get(&name).cloned(),
+                    }
+                } else {
+                    RefKind::Branch
+                };
+                (name, kind, sha)
+            }
+            Target::MergeRequest(iid) => {
+                let Some(mr) = merge_requests.iter().find(|m| m.iid == iid).cloned() else {
+                    return Err(LintError::general(
+                        FILE,
+                        format!("{project} has no merge request !{iid}"),
+                        Some("declare it in the fixture as .merge-requests/<iid>-<source-branch>/"),
+                    ));
+                };
+                let sha = mr.sha.clone();
+                (
+                    format!("refs/merge-requests/{iid}/head"),
+                    RefKind::MergeRequest(mr),
+                    sha,
+                )
+            }
+        };
+        let commit_message = commit_message_of(&sha, &merge_requests);
+        let git_ref = git_ref.as_str();
         let src = match git::read_file_at(&self.inner.data_dir, &bare, &sha, FILE) {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -512,8 +668,18 @@ impl MockGitlab {
                 .ok()
                 .flatten()
         };
+        let project_url = format!("{}/{project}", self.inner.external_url);
         let pcx = pipeline::config::PipelineContext {
-            variables: rules_variables(project, project_id, git_ref, &sha, source),
+            variables: rules_variables(&RulesRef {
+                project,
+                project_id,
+                project_url: &project_url,
+                git_ref,
+                kind: &kind,
+                sha: &sha,
+                commit_message: &commit_message,
+                source,
+            }),
             project_variables: project_vars
                 .iter()
                 .chain(variables)
@@ -550,6 +716,8 @@ impl MockGitlab {
                 iid,
                 project: project.to_string(),
                 git_ref: git_ref.to_string(),
+                kind,
+                commit_message,
                 sha,
                 status: PipelineStatus::Created,
                 stages: cfg.stages.clone(),

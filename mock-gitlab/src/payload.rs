@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::pipeline::config::{ArtifactsSpec, CacheKey, CacheSpec, ImageSpec, JobSpec, Variable};
+use crate::state::RefKind;
 
 /// GitLab's full list of failure reasons (`Ci::Build.failure_reasons`); the
 /// runner maps its own reasons against this list before reporting.
@@ -321,8 +322,11 @@ pub struct PayloadContext<'a> {
     pub job_started_at: &'a str,
     pub project_id: u64,
     pub project_path: &'a str,
+    /// The branch, the tag, or `refs/merge-requests/<iid>/head`.
     pub git_ref: &'a str,
+    pub kind: &'a RefKind,
     pub sha: &'a str,
+    pub commit_message: &'a str,
     /// `http://host:port`, what the runner was given.
     pub external_url: &'a str,
     pub runner_id: u64,
@@ -358,6 +362,101 @@ fn host_and_port(url: &str) -> (String, String) {
         }
         _ => (hostport.to_string(), "80".to_string()),
     }
+}
+
+/// The predefined variables that depend on what a pipeline runs for, as GitLab sets them:
+/// `CI_COMMIT_BRANCH` for branches only, `CI_COMMIT_TAG` (and `CI_COMMIT_TAG_MESSAGE`) for tags
+/// only, `CI_MERGE_REQUEST_*` for merge requests only, whose `CI_COMMIT_REF_NAME` is the source
+/// branch. Used for `rules:if` at creation and in the job payload, so both agree.
+pub fn ref_variables(
+    kind: &RefKind,
+    git_ref: &str,
+    project_id: u64,
+    project_path: &str,
+    project_url: &str,
+) -> Vec<(&'static str, String)> {
+    let ref_name = match kind {
+        RefKind::MergeRequest(mr) => mr.source_branch.as_str(),
+        _ => git_ref,
+    };
+    let mut v = vec![
+        ("CI_COMMIT_REF_NAME", ref_name.to_string()),
+        ("CI_COMMIT_REF_SLUG", slugify(ref_name)),
+    ];
+    match kind {
+        RefKind::Branch => v.push(("CI_COMMIT_BRANCH", git_ref.to_string())),
+        RefKind::Tag { message } => {
+            v.push(("CI_COMMIT_TAG", git_ref.to_string()));
+            v.push(("CI_COMMIT_TAG_MESSAGE", message.clone().unwrap_or_default()));
+        }
+        RefKind::MergeRequest(mr) => {
+            // One project: source and target project are the same.
+            v.extend([
+                ("CI_MERGE_REQUEST_ID", mr.id.to_string()),
+                ("CI_MERGE_REQUEST_IID", mr.iid.to_string()),
+                ("CI_MERGE_REQUEST_REF_PATH", git_ref.to_string()),
+                ("CI_MERGE_REQUEST_PROJECT_ID", project_id.to_string()),
+                ("CI_MERGE_REQUEST_PROJECT_PATH", project_path.to_string()),
+                ("CI_MERGE_REQUEST_PROJECT_URL", project_url.to_string()),
+                (
+                    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+                    mr.target_branch.clone(),
+                ),
+                ("CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED", "true".into()),
+                ("CI_MERGE_REQUEST_TITLE", mr.title.clone()),
+                ("CI_MERGE_REQUEST_SQUASH_ON_MERGE", "false".into()),
+                ("CI_MERGE_REQUEST_DRAFT", "false".into()),
+                ("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", project_id.to_string()),
+                (
+                    "CI_MERGE_REQUEST_SOURCE_PROJECT_PATH",
+                    project_path.to_string(),
+                ),
+                (
+                    "CI_MERGE_REQUEST_SOURCE_PROJECT_URL",
+                    project_url.to_string(),
+                ),
+                (
+                    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+                    mr.source_branch.clone(),
+                ),
+                ("CI_MERGE_REQUEST_SOURCE_BRANCH_PROTECTED", "true".into()),
+                ("CI_MERGE_REQUEST_EVENT_TYPE", "detached".into()),
+                ("CI_MERGE_REQUEST_DIFF_ID", mr.iid.to_string()),
+                ("CI_MERGE_REQUEST_DIFF_BASE_SHA", mr.target_sha.clone()),
+                // Set for merged-results pipelines only; empty in detached ones.
+                ("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", String::new()),
+                ("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", String::new()),
+            ]);
+        }
+    }
+    v
+}
+
+/// `git_info.refspecs` as GitLab's `Ci::BuildRunnerPresenter#refspecs` makes them: the
+/// pipeline's persistent ref first; with a depth, the branch's or the tag's own refspec (none
+/// for a merge request pipeline: the persistent ref carries its commit); without a depth, every
+/// branch and tag.
+pub fn refspecs(
+    kind: &RefKind,
+    git_ref: &str,
+    sha: &str,
+    pipeline_id: u64,
+    depth: u32,
+) -> Vec<String> {
+    let mut specs = vec![format!("+{sha}:refs/pipelines/{pipeline_id}")];
+    if depth > 0 {
+        match kind {
+            RefKind::Branch => specs.push(format!(
+                "+refs/heads/{git_ref}:refs/remotes/origin/{git_ref}"
+            )),
+            RefKind::Tag { .. } => specs.push(format!("+refs/tags/{git_ref}:refs/tags/{git_ref}")),
+            RefKind::MergeRequest(_) => {}
+        }
+    } else {
+        specs.push("+refs/heads/*:refs/remotes/origin/*".into());
+        specs.push("+refs/tags/*:refs/tags/*".into());
+    }
+    specs
 }
 
 /// Build the payload GitLab would send for this job.
@@ -411,7 +510,6 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         .unwrap_or(DEFAULT_GIT_DEPTH);
 
     let short_sha: String = cx.sha.chars().take(8).collect();
-    let ref_slug = slugify(cx.git_ref);
     let runner_tags = serde_json::to_string(cx.runner_tags).unwrap_or_else(|_| "[]".into());
     let registry = format!("{host}:5050");
     let image_path = format!("{registry}/{}", cx.project_path.to_lowercase());
@@ -503,11 +601,24 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         p("CI_COMMIT_SHA", cx.sha),
         p("CI_COMMIT_SHORT_SHA", short_sha),
         p("CI_COMMIT_BEFORE_SHA", ZERO_SHA),
-        p("CI_COMMIT_REF_NAME", cx.git_ref),
-        p("CI_COMMIT_REF_SLUG", ref_slug),
-        p("CI_COMMIT_BRANCH", cx.git_ref),
-        p("CI_COMMIT_MESSAGE", crate::git::COMMIT_MESSAGE),
-        p("CI_COMMIT_TITLE", crate::git::COMMIT_MESSAGE.trim()),
+    ];
+    variables.extend(
+        ref_variables(
+            cx.kind,
+            cx.git_ref,
+            cx.project_id,
+            cx.project_path,
+            &project_url,
+        )
+        .into_iter()
+        .map(|(k, v)| p(k, v)),
+    );
+    variables.extend([
+        p("CI_COMMIT_MESSAGE", cx.commit_message),
+        p(
+            "CI_COMMIT_TITLE",
+            cx.commit_message.lines().next().unwrap_or(""),
+        ),
         p("CI_COMMIT_DESCRIPTION", ""),
         p("CI_COMMIT_REF_PROTECTED", "true"),
         // GitLab formats this with an explicit offset.
@@ -530,7 +641,7 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         p("GITLAB_USER_EMAIL", crate::git::COMMIT_AUTHOR_EMAIL),
         p("GITLAB_USER_LOGIN", "root"),
         p("GITLAB_USER_NAME", "Administrator"),
-    ];
+    ]);
     if let Some((i, _)) = spec.node {
         variables.push(p("CI_NODE_INDEX", i.to_string()));
     }
@@ -600,11 +711,13 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
             git_ref: cx.git_ref.to_string(),
             sha: cx.sha.to_string(),
             before_sha: ZERO_SHA.into(),
-            ref_type: "branch".into(),
-            refspecs: vec![
-                format!("+{}:refs/pipelines/{}", cx.sha, cx.pipeline_id),
-                format!("+refs/heads/{0}:refs/remotes/origin/{0}", cx.git_ref),
-            ],
+            // GitLab's `ref_type` knows tags and branches only; a merge request is `branch`.
+            ref_type: match cx.kind {
+                RefKind::Tag { .. } => "tag",
+                _ => "branch",
+            }
+            .into(),
+            refspecs: refspecs(cx.kind, cx.git_ref, cx.sha, cx.pipeline_id, depth),
             depth,
             repo_object_format: "sha1".into(),
             protected: true,
@@ -722,7 +835,9 @@ mod tests {
             project_id: 3,
             project_path: "group/hello",
             git_ref: "main",
+            kind: &RefKind::Branch,
             sha: "0123456789abcdef0123456789abcdef01234567",
+            commit_message: crate::git::COMMIT_MESSAGE,
             external_url: "http://10.0.2.2:8080",
             runner_id: 4,
             runner_description: "r",
@@ -823,6 +938,48 @@ mod tests {
         assert_eq!(get("CI_NODE_TOTAL")["value"], "3");
         assert_eq!(get("SECRET")["masked"], true);
         assert_eq!(get("SECRET")["file"], true);
+    }
+
+    #[test]
+    fn refspecs_per_ref_kind_and_depth() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let persistent = format!("+{sha}:refs/pipelines/7");
+        let mr = RefKind::MergeRequest(crate::MergeRequest {
+            id: 501,
+            iid: 1,
+            title: "X".into(),
+            source_branch: "x".into(),
+            target_branch: "main".into(),
+            sha: sha.into(),
+            target_sha: sha.into(),
+            merge_sha: sha.into(),
+        });
+        let tag = RefKind::Tag { message: None };
+        assert_eq!(
+            refspecs(&RefKind::Branch, "main", sha, 7, 20),
+            [
+                persistent.clone(),
+                "+refs/heads/main:refs/remotes/origin/main".into()
+            ]
+        );
+        assert_eq!(
+            refspecs(&tag, "v1", sha, 7, 20),
+            [persistent.clone(), "+refs/tags/v1:refs/tags/v1".into()]
+        );
+        assert_eq!(
+            refspecs(&mr, "refs/merge-requests/1/head", sha, 7, 20),
+            vec![persistent.clone()]
+        );
+        for kind in [RefKind::Branch, tag, mr] {
+            assert_eq!(
+                refspecs(&kind, "main", sha, 7, 0),
+                [
+                    persistent.clone(),
+                    "+refs/heads/*:refs/remotes/origin/*".into(),
+                    "+refs/tags/*:refs/tags/*".into()
+                ]
+            );
+        }
     }
 
     #[test]

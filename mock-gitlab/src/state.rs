@@ -170,7 +170,11 @@ impl JobRecord {
 pub struct PipelineRecord {
     pub id: PipelineId,
     pub project: String,
+    /// As GitLab shows it: the branch, the tag, or `refs/merge-requests/<iid>/head`.
     pub git_ref: String,
+    pub kind: RefKind,
+    /// GitLab's pipeline source (`push`, `api`, `merge_request_event`).
+    pub source: &'static str,
     pub sha: String,
     pub status: PipelineStatus,
     pub stages: Vec<String>,
@@ -317,6 +321,44 @@ pub struct Project {
     pub path: String,
     /// The commit created from the fixture (40 hex).
     pub sha: String,
+    /// The merge requests the fixture declares (`.merge-requests/<iid>-<branch>/`), by iid.
+    pub merge_requests: Vec<MergeRequest>,
+    /// How many files are stored as Git LFS objects (`filter=lfs` in `.gitattributes`).
+    pub lfs_objects: usize,
+}
+
+/// An open merge request from a fixture's `.merge-requests/<iid>-<source-branch>/`: its files
+/// overlaid on `main` as one commit on the source branch, into `main`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeRequest {
+    /// Instance-wide id (`CI_MERGE_REQUEST_ID`).
+    pub id: u64,
+    /// Per-project number (`!1`, `CI_MERGE_REQUEST_IID`).
+    pub iid: u64,
+    /// GitLab's default title from the branch name (`add-feature` → `Add feature`); also the
+    /// commit message.
+    pub title: String,
+    pub source_branch: String,
+    pub target_branch: String,
+    /// The source branch's commit, at `refs/merge-requests/<iid>/head`.
+    pub sha: String,
+    /// The target's commit the source branched from (`CI_MERGE_REQUEST_DIFF_BASE_SHA`).
+    pub target_sha: String,
+    /// The merge commit of the source into the target, at `refs/merge-requests/<iid>/merge`.
+    pub merge_sha: String,
+}
+
+/// What a pipeline was created for, as GitLab distinguishes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefKind {
+    Branch,
+    /// A tag; `message` for an annotated one (`CI_COMMIT_TAG_MESSAGE`).
+    Tag {
+        message: Option<String>,
+    },
+    /// A merge request pipeline (GitLab's "detached" kind: it runs the source branch's commit,
+    /// `ref` is `refs/merge-requests/<iid>/head`, source `merge_request_event`).
+    MergeRequest(MergeRequest),
 }
 
 /// What `create_runner` needs, like the UI's "New instance runner" form.
@@ -373,6 +415,10 @@ pub(crate) struct ProjectState {
     /// Projects whose jobs' tokens may clone this one (it is their submodule): GitLab's job token
     /// allowlist. A project's own jobs always may.
     pub readable_by: Vec<String>,
+    /// Where its Git LFS objects are (`<oid>` files).
+    pub lfs_store: PathBuf,
+    /// Messages of annotated tags made through the API, by tag name.
+    pub tag_messages: BTreeMap<String, String>,
 }
 
 pub(crate) struct Job {
@@ -390,7 +436,11 @@ pub(crate) struct Pipeline {
     pub id: PipelineId,
     pub iid: u64,
     pub project: String,
+    /// The branch, the tag, or `refs/merge-requests/<iid>/head`.
     pub git_ref: String,
+    pub kind: RefKind,
+    /// The commit's message (`CI_COMMIT_MESSAGE`).
+    pub commit_message: String,
     pub sha: String,
     pub status: PipelineStatus,
     pub stages: Vec<String>,
@@ -400,7 +450,7 @@ pub(crate) struct Pipeline {
     pub finished_at: Option<Instant>,
     /// Pipeline variables given at creation (API or "Run pipeline" form); they win over project ones.
     pub variables: Vec<Variable>,
-    /// GitLab's pipeline source: `push` (library), `api` (REST API).
+    /// GitLab's pipeline source: `push` (library), `api` (REST API), `merge_request_event`.
     pub source: &'static str,
 }
 
@@ -409,6 +459,7 @@ pub(crate) struct State {
     pub next_project_id: u64,
     pub next_pipeline_id: u64,
     pub next_job_id: u64,
+    pub next_merge_request_id: u64,
     pub runners: BTreeMap<u64, Runner>,
     pub runner_by_token: HashMap<String, u64>,
     pub projects: BTreeMap<String, ProjectState>,
@@ -428,6 +479,8 @@ impl State {
             // GitLab job ids are large and distinct from pipeline ids; starting
             // elsewhere catches code that mixes the two up.
             next_job_id: 1001,
+            // Instance-wide merge request ids differ from iids, so a mix-up shows.
+            next_merge_request_id: 501,
             runners: BTreeMap::new(),
             runner_by_token: HashMap::new(),
             projects: BTreeMap::new(),
@@ -528,6 +581,8 @@ impl State {
             id: p.id,
             project: p.project.clone(),
             git_ref: p.git_ref.clone(),
+            kind: p.kind.clone(),
+            source: p.source,
             sha: p.sha.clone(),
             status: p.status,
             stages: p.stages.clone(),

@@ -1,6 +1,7 @@
 //! The real gitlab-runner (shell executor, `run-single`) against the mock:
 //! artifacts up and down, cache save/restore, masked and file variables,
-//! after_script after a failure, graceful and forced cancel.
+//! after_script after a failure, graceful and forced cancel, a merge request pipeline, and a
+//! Git LFS file fetched by the runner's `git lfs pull`.
 //!
 //! The runner is the forged one (the binary the labs put in their images), so these never skip.
 
@@ -28,8 +29,20 @@ struct Runner {
 impl Runner {
     /// `run-single` for `builds` jobs, in its own scratch directory.
     fn spawn(bin: &PathBuf, lab: &MockLab, token: &str, builds: u32) -> Runner {
+        Self::spawn_with_env(bin, lab, token, builds, &[])
+    }
+
+    /// [`Runner::spawn`] with extra environment (the shell executor's jobs inherit it).
+    fn spawn_with_env(
+        bin: &PathBuf,
+        lab: &MockLab,
+        token: &str,
+        builds: u32,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Runner {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = tokio::process::Command::new(bin);
+        c.envs(env.iter().copied());
         c.current_dir(dir.path())
             .args([
                 "run-single",
@@ -272,4 +285,127 @@ async fn graceful_cancel_runs_after_script() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forced_cancel_aborts() {
     cancel_case(false).await;
+}
+
+/// A merge request pipeline (`.merge-requests/1-add-feature/` of the `merge-request` fixture):
+/// the runner fetches with GitLab's refspecs for it and checks out the merge request's commit,
+/// the job sees `CI_MERGE_REQUEST_*` and the file only the merge request has, and the job
+/// without `rules` is not part of the pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merge_request_pipeline_checks_out_the_merge_request() {
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
+    let project = lab
+        .mock
+        .add_project("group/merge-request", &fixture("merge-request"))
+        .unwrap();
+    let mr = project.merge_requests[0].clone();
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let pid = lab
+        .mock
+        .create_merge_request_pipeline("group/merge-request", 1)
+        .unwrap();
+    let mut r = Runner::spawn(&bin, &lab, &runner.token, 1);
+    let p = lab
+        .mock
+        .wait_pipeline(pid, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["mr-job"]);
+    let j = p.job("mr-job").unwrap();
+    let t = j.normalized_trace();
+    assert_eq!(j.status, JobStatus::Success, "{t}");
+    assert!(t.contains(&format!("HEAD is {}", mr.sha)), "{t}");
+    assert_ne!(mr.sha, project.sha);
+    assert!(
+        t.contains("merge request !1 from add-feature into main"),
+        "{t}"
+    );
+    assert!(t.contains("ref name add-feature, branch ''"), "{t}");
+    assert!(t.contains("only in merge request !1"), "{t}");
+    // The runner's own checkout line names the merge request ref.
+    assert!(
+        t.contains(&format!(
+            "Checking out {} as detached HEAD (ref is refs/merge-requests/1/head)",
+            &mr.sha[..8]
+        )),
+        "{t}"
+    );
+}
+
+/// A Git LFS file (`lfs` fixture): the repository holds a pointer, and the runner's
+/// `git lfs pull` after checkout gets the content from the mock's LFS batch API with the job
+/// token. The runner host needs git-lfs and its filters (`git lfs install`): Debian's package
+/// configures them system-wide; the test also puts them in a global config of the runner's own,
+/// so it does not depend on that (and never touches the host's). Without filters the trace says
+/// `Skipping object checkout, Git LFS is not installed` and the job shows the pointer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lfs_file_is_pulled_by_the_runner() {
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let global = cfg_dir.path().join("gitconfig");
+    std::fs::write(&global, "").unwrap();
+    let o = std::process::Command::new("git")
+        .args(["lfs", "install", "--skip-repo"])
+        .env("GIT_CONFIG_GLOBAL", &global)
+        .output()
+        .expect("run git");
+    assert!(
+        o.status.success(),
+        "git lfs install failed (is Debian's git-lfs installed? `cargo lab setup` installs it): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let project = lab.mock.add_project("group/lfs", &fixture("lfs")).unwrap();
+    assert_eq!(project.lfs_objects, 1);
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let pid = lab.mock.create_pipeline("group/lfs", "main").unwrap();
+    let mut r = Runner::spawn_with_env(
+        &bin,
+        &lab,
+        &runner.token,
+        1,
+        &[("GIT_CONFIG_GLOBAL", global.as_os_str())],
+    );
+    let p = lab
+        .mock
+        .wait_pipeline(pid, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let j = p.job("lfs").unwrap();
+    let t = j.normalized_trace();
+    assert_eq!(j.status, JobStatus::Success, "{t}");
+    // `cat` shows the content; `git lfs ls-files` marks the file checked out (`*`, not `-`);
+    // the blob in the repository is the pointer.
+    let after_cat = t
+        .split("$ cat data/blob.bin")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cat in the trace:\n{t}"));
+    assert_eq!(
+        after_cat.lines().nth(1).map(str::trim),
+        Some("real LFS content: not a pointer"),
+        "{t}"
+    );
+    assert!(t.contains("* data/blob.bin"), "{t}");
+    assert!(
+        t.contains("version https://git-lfs.github.com/spec/v1"),
+        "{t}"
+    );
+    let downloads = lab
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/group/lfs.git/gitlab-lfs/objects/"))
+        .collect::<Vec<_>>();
+    assert!(downloads.iter().any(|r| r.status == 200), "{downloads:?}");
+    assert!(!j.trace_text().contains(&runner.token));
 }

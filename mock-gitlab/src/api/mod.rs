@@ -50,6 +50,15 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/projects/{id}/pipeline", post(rest::create_pipeline))
         .route("/projects/{id}/pipelines/{pid}", get(rest::get_pipeline))
         .route(
+            "/projects/{id}/merge_requests/{iid}",
+            get(rest::get_merge_request),
+        )
+        .route(
+            "/projects/{id}/merge_requests/{iid}/pipelines",
+            post(rest::create_merge_request_pipeline),
+        )
+        .route("/projects/{id}/repository/tags", post(rest::create_tag))
+        .route(
             "/projects/{id}/pipelines/{pid}/jobs",
             get(rest::pipeline_jobs),
         )

@@ -30,7 +30,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ct_eq, header_value, json, json_message};
-use crate::state::{Job, JobStatus, Pipeline, ProjectState, State as MockState, Variable};
+use crate::state::{
+    Job, JobStatus, MergeRequest, Pipeline, ProjectState, RefKind, State as MockState, Variable,
+};
 use crate::{Inner, MockGitlab, PipelineId, rfc3339};
 
 #[derive(Deserialize, Default)]
@@ -125,7 +127,7 @@ fn pipeline_json(inner: &Inner, st: &MockState, p: &Pipeline) -> Value {
         "project_id": project_id,
         "sha": p.sha,
         "ref": p.git_ref,
-        "tag": false,
+        "tag": matches!(p.kind, RefKind::Tag { .. }),
         "status": p.status.as_str(),
         "source": p.source,
         "before_sha": "0".repeat(40),
@@ -173,7 +175,7 @@ fn job_json(inner: &Inner, st: &MockState, j: &Job) -> Value {
         "stage": r.stage,
         "status": job_status(j),
         "ref": p.map(|p| p.git_ref.clone()),
-        "tag": false,
+        "tag": p.is_some_and(|p| matches!(p.kind, RefKind::Tag { .. })),
         "allow_failure": r.allow_failure,
         "when": j.spec.when.as_str(),
         "tag_list": j.spec.tags,
@@ -613,4 +615,132 @@ pub(crate) async fn cancel_pipeline(
         .get(&pid.0)
         .ok_or_else(|| not_found("Pipeline"))?;
     Ok(json(StatusCode::CREATED, &pipeline_json(&inner, &st, p)))
+}
+
+fn merge_request_json(inner: &Inner, p: &ProjectState, mr: &MergeRequest) -> Value {
+    let path = &p.project.path;
+    json!({
+        "id": mr.id,
+        "iid": mr.iid,
+        "project_id": p.project.id,
+        "title": mr.title,
+        "state": "opened",
+        "source_branch": mr.source_branch,
+        "target_branch": mr.target_branch,
+        "source_project_id": p.project.id,
+        "target_project_id": p.project.id,
+        "sha": mr.sha,
+        "merge_commit_sha": null,
+        "diff_refs": {"base_sha": mr.target_sha, "head_sha": mr.sha, "start_sha": mr.target_sha},
+        "draft": false,
+        "web_url": format!("{}/{path}/-/merge_requests/{}", inner.external_url, mr.iid),
+    })
+}
+
+fn find_merge_request<'a>(p: &'a ProjectState, iid: &str) -> Result<&'a MergeRequest, Response> {
+    iid.parse::<u64>()
+        .ok()
+        .and_then(|n| p.project.merge_requests.iter().find(|m| m.iid == n))
+        .ok_or_else(|| not_found("Merge Request"))
+}
+
+/// `GET /projects/:id/merge_requests/:iid`.
+pub(crate) async fn get_merge_request(
+    State(inner): State<Arc<Inner>>,
+    Path((id, iid)): Path<(String, String)>,
+    Query(q): Query<AuthQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    authorize(&inner, &headers, &q)?;
+    let st = inner.lock();
+    let p = find_project(&st, &id)?;
+    let mr = find_merge_request(p, &iid)?;
+    Ok(json(StatusCode::OK, &merge_request_json(&inner, p, mr)))
+}
+
+/// `POST /projects/:id/merge_requests/:iid/pipelines`: a merge request pipeline (source
+/// `merge_request_event`, ref `refs/merge-requests/<iid>/head`), as GitLab's "Run pipeline"
+/// button on a merge request.
+pub(crate) async fn create_merge_request_pipeline(
+    State(inner): State<Arc<Inner>>,
+    Path((id, iid)): Path<(String, String)>,
+    Query(q): Query<AuthQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    authorize(&inner, &headers, &q)?;
+    let (path, iid) = {
+        let st = inner.lock();
+        let p = find_project(&st, &id)?;
+        (p.project.path.clone(), find_merge_request(p, &iid)?.iid)
+    };
+    let mock = MockGitlab::from_inner(inner.clone());
+    let res = tokio::task::spawn_blocking(move || mock.create_merge_request_pipeline(&path, iid))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    let pid = res.map_err(|e| {
+        let base: Vec<String> = e.diagnostics.iter().map(|d| d.to_string()).collect();
+        json(StatusCode::BAD_REQUEST, &json!({"message": {"base": base}}))
+    })?;
+    let st = inner.lock();
+    let p = st
+        .pipelines
+        .get(&pid.0)
+        .ok_or_else(|| not_found("Pipeline"))?;
+    Ok(json(StatusCode::CREATED, &pipeline_json(&inner, &st, p)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct NewTag {
+    tag_name: Option<String>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    message: Option<String>,
+    private_token: Option<String>,
+}
+
+/// `POST /projects/:id/repository/tags` (`tag_name`, `ref`, optional `message` for an
+/// annotated tag; in the query or a JSON body, as GitLab accepts both).
+pub(crate) async fn create_tag(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    Query(q): Query<NewTag>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let auth = AuthQuery {
+        private_token: q.private_token.clone(),
+        git_ref: None,
+    };
+    authorize(&inner, &headers, &auth)?;
+    let b = if body.is_empty() {
+        NewTag::default()
+    } else {
+        super::parse_body::<NewTag>(&body).ok_or_else(super::bad_json)?
+    };
+    let (Some(name), Some(git_ref)) = (q.tag_name.or(b.tag_name), q.git_ref.or(b.git_ref)) else {
+        return Err(json(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "tag_name, ref are missing, both must be provided"}),
+        ));
+    };
+    let message = q.message.or(b.message).filter(|m| !m.is_empty());
+    let path = find_project(&inner.lock(), &id)?.project.path.clone();
+    let mock = MockGitlab::from_inner(inner.clone());
+    let (n2, m2) = (name.clone(), message.clone());
+    let res =
+        tokio::task::spawn_blocking(move || mock.create_tag(&path, &n2, &git_ref, m2.as_deref()))
+            .await
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    let sha = res.map_err(|e| json_message(StatusCode::BAD_REQUEST, &format!("{e:#}")))?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({
+            "name": name,
+            "message": message,
+            "target": sha,
+            "commit": {"id": sha, "short_id": sha.chars().take(8).collect::<String>()},
+            "protected": false,
+        }),
+    ))
 }

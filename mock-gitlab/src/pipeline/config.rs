@@ -507,9 +507,17 @@ pub fn parse_config_with(
         }
     }
 
-    // rules: decide which jobs exist and with which `when`.
+    // rules: decide which jobs exist and with which `when`. A job without `rules` has GitLab's
+    // default `only: [branches, tags]`, so it is not part of a merge request pipeline.
+    let merge_request_pipeline = pcx
+        .variables
+        .iter()
+        .any(|(k, v)| k == "CI_PIPELINE_SOURCE" && v == "merge_request_event");
     let mut kept = Vec::new();
     for mut job in jobs {
+        if job.rules.is_none() && merge_request_pipeline {
+            continue;
+        }
         if let Some(rules) = job.rules.clone() {
             let lookup = |k: &str| lookup_var(pcx, &variables, &job.variables, k);
             match first_matching_rule(&rules, &lookup, &pcx.files) {
@@ -625,7 +633,12 @@ pub fn parse_config_with(
         return Err(LintError::general(
             file,
             "no jobs would run in this pipeline",
-            Some("all jobs are `when: never` or excluded by rules"),
+            Some(if merge_request_pipeline {
+                "all jobs are `when: never` or excluded by rules; in a merge request pipeline only \
+                 jobs with rules run (e.g. - if: $CI_PIPELINE_SOURCE == \"merge_request_event\")"
+            } else {
+                "all jobs are `when: never` or excluded by rules"
+            }),
         ));
     }
     Ok(CiConfig {
