@@ -263,6 +263,22 @@ pub fn cases() -> Vec<Case> {
             run: |lab| Box::pin(git_submodules(lab)),
         },
         Case {
+            name: "merge-request-pipeline",
+            about: "a merge request pipeline checks out `refs/merge-requests/1/head` with the \
+                    `CI_MERGE_REQUEST_*` variables; jobs without rules stay out, as in GitLab",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(merge_request_pipeline(lab)),
+        },
+        Case {
+            name: "git-lfs",
+            about: "a Git LFS file is checked out with its content: the runner's `git lfs pull` \
+                    fetches it from the coordinator's LFS API with the job token",
+            modes: ALL,
+            known: &[],
+            run: |lab| Box::pin(git_lfs(lab)),
+        },
+        Case {
             name: "gitconfig-home",
             about: "the seeds' `//.gitconfig` failure: a non-root job without a writable HOME cannot \
                     write git's global config; HOME on a writable mount (the documented fix) can",
@@ -1505,6 +1521,52 @@ async fn docker_host_service(lab: &Lab) -> Result<Outcome> {
         )),
         ..outcome(run)
     })
+}
+
+async fn merge_request_pipeline(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("merge-request").merge_request(1).run().await?;
+    let names: Vec<&str> = run.jobs.iter().map(|j| j.name.as_str()).collect();
+    // `branch-job` has no rules: GitLab's default `only: [branches, tags]` keeps it out.
+    ensure!(
+        names == ["mr-job"],
+        "a merge request pipeline should hold mr-job only, it holds {names:?}"
+    );
+    let job = job_ended(&run, "mr-job", "success")?;
+    let trace = job.trace();
+    ensure_trace_has(
+        &trace,
+        &[
+            "(ref is refs/merge-requests/1/head)",
+            "merge request !1 from add-feature into main",
+            "ref name add-feature, branch ''",
+            "only in merge request !1",
+        ],
+    )?;
+    Ok(outcome(run))
+}
+
+async fn git_lfs(lab: &Lab) -> Result<Outcome> {
+    let run = lab.pipeline("lfs").run().await?;
+    let job = job_ended(&run, "lfs", "success")?;
+    let trace = job.trace();
+    // The content, not the pointer, after `cat`; `*` = checked out (`-` would be a pointer only).
+    let after_cat = trace
+        .split("$ cat data/blob.bin")
+        .nth(1)
+        .and_then(|t| t.lines().nth(1))
+        .map(str::trim);
+    ensure!(
+        after_cat == Some("real LFS content: not a pointer"),
+        "data/blob.bin holds {after_cat:?} after the checkout, not its LFS content; trace:\n{trace}"
+    );
+    ensure_trace_has(
+        &trace,
+        &[
+            "* data/blob.bin",
+            "version https://git-lfs.github.com/spec/v1",
+        ],
+    )?;
+    Ok(outcome(run))
 }
 
 async fn podman_build(lab: &Lab) -> Result<Outcome> {

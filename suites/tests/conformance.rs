@@ -71,6 +71,8 @@ async fn check_on(name: &str, opts: LabOptions, variant: &str) -> anyhow::Result
 #[case::concurrent_jobs("concurrent-jobs")]
 #[case::no_leftovers_after_jobs("no-leftovers-after-jobs")]
 #[case::git_submodules("git-submodules")]
+#[case::merge_request_pipeline("merge-request-pipeline")]
+#[case::git_lfs("git-lfs")]
 #[case::gitconfig_home("gitconfig-home")]
 #[case::fleet_tag_routing("fleet-tag-routing")]
 #[case::podman_build("podman-build")]
