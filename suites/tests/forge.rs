@@ -257,3 +257,66 @@ async fn an_image_source_copies_both_binaries_out_of_local_images() {
         .unwrap();
     assert!(left.is_empty(), "{left}");
 }
+
+/// A rebuilt image (its inputs changed) replaces its previous build instead of leaving it behind
+/// as a dangling `<none>` image: each runner rebuild would otherwise keep hundreds of MB.
+#[tokio::test]
+async fn a_rebuilt_image_leaves_no_dangling_build() {
+    use anyhow::{Context, ensure};
+    let podman = runnerlab::podman::Podman::lab().unwrap();
+    let run = runnerlab::lab::new_run_id();
+    let tag = format!("localhost/runnerlab/rebuild-test:{run}");
+    let body = async {
+        let ctx = tempfile::tempdir()?;
+        let id = |p: &runnerlab::podman::Podman| {
+            let p = p.clone();
+            let tag = tag.clone();
+            async move {
+                p.text(["image", "inspect", "--format", "{{.Id}}", &tag])
+                    .await
+                    .map(|s| s.trim().to_owned())
+            }
+        };
+        let mut ids = Vec::new();
+        for version in ["one", "two"] {
+            std::fs::write(
+                ctx.path().join("Containerfile"),
+                format!(
+                    "ARG BASE\nFROM $BASE\nLABEL runnerlab.test={run}\nRUN echo {version} > /version\n"
+                ),
+            )?;
+            runnerlab::forge::images::build_one(
+                ctx.path(),
+                &[],
+                runnerlab::forge::base::LATEST,
+                &tag,
+                None,
+                std::slice::from_ref(&podman),
+                false,
+            )
+            .await
+            .with_context(|| format!("building {version}"))?;
+            ids.push(id(&podman).await?);
+        }
+        ensure!(ids[0] != ids[1], "the changed input did not rebuild: {ids:?}");
+        let gone = podman
+            .run(["image", "exists", ids[0].as_str()])
+            .await
+            .is_err();
+        ensure!(gone, "the first build {} is still in the store", ids[0]);
+        anyhow::Ok(())
+    }
+    .await;
+    // Every build of this test (the tagged one and a dangling one if the test fails) is removed
+    // whatever happened, before the verdict.
+    let label = format!("label=runnerlab.test={run}");
+    if let Ok(ids) = podman
+        .text(["images", "-q", "--filter", label.as_str()])
+        .await
+    {
+        for id in ids.split_whitespace() {
+            let _ = podman.run(["rmi", "--force", id]).await;
+        }
+    }
+    body.unwrap();
+}

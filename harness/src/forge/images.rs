@@ -98,7 +98,7 @@ pub async fn ensure(runner: &ForgedRunner, stores: &[Podman]) -> Result<LabImage
 
 /// `podman build` `context_src` (plus `binaries`, copied in) `FROM` `base` as `tag` in every store
 /// whose copy of `tag` was built from other inputs. `runner` labels images that contain it.
-pub(super) async fn build_one(
+pub async fn build_one(
     context_src: &Path,
     binaries: &[(&str, &Path)],
     base: &str,
@@ -161,12 +161,31 @@ pub(super) async fn build_one(
             ]);
         }
         args.extend(["-t".into(), tag.into(), ctx.path().to_string_lossy().into()]);
+        let old = image_id(s, tag).await;
         s.run(&args).await?;
+        // The superseded build would stay behind as a dangling `<none>` image (hundreds of MB per
+        // runner rebuild). An image still used by a container is refused by rmi: kept, harmless.
+        if let Some(old) = old
+            && image_id(s, tag).await.as_deref() != Some(old.as_str())
+            && let Err(e) = s.run(["rmi", old.as_str()]).await
+        {
+            tracing::debug!("kept the superseded image {old} of {tag}: {e:#}");
+        }
     }
     if let Some(p) = progress {
         p.finish(format!("{tag} ready"));
     }
     Ok(())
+}
+
+/// The image id `tag` names in `store`, if any.
+async fn image_id(store: &Podman, tag: &str) -> Option<String> {
+    store
+        .text(["image", "inspect", "--format", "{{.Id}}", tag])
+        .await
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
