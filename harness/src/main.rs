@@ -62,8 +62,9 @@ enum Cmd {
     Cases,
     /// Measure end-to-end overhead, dispatch latency and set-up times.
     Bench {
-        /// Number of trivial jobs to time per mode.
-        #[arg(long, default_value_t = 10)]
+        /// Number of trivial jobs to time per mode (docker mode: per variant). Not with --fleet,
+        /// whose burst is the fixture's 20 jobs.
+        #[arg(long, default_value_t = 10, conflicts_with = "fleet")]
         jobs: usize,
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
