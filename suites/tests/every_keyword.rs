@@ -55,6 +55,8 @@ impl Rest {
             .http
             .post(format!("{}/api/v4{path}", self.base))
             .header("PRIVATE-TOKEN", &self.token)
+            .header("Content-Type", "application/json")
+            .body("{}")
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
@@ -236,12 +238,24 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
     .collect();
     assert_eq!(created, want, "jobs created");
 
-    let mut r = Runner::spawn(&bin, &lab, &runner.token, BUILDS);
     let rest = Rest {
         http: reqwest::Client::new(),
         base: lab.mock.local_url(),
         token: lab.mock.admin_token(),
     };
+    // workflow:rules' `when: never`: a pipeline made through the API (source `api`, not `push`)
+    // is not created at all.
+    let (status, body) = rest
+        .post(&format!("/projects/{}/pipeline?ref=main", project.id))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("Pipeline filtered out by workflow rules"),
+        "{body}"
+    );
+
+    let mut r = Runner::spawn(&bin, &lab, &runner.token, BUILDS);
     let manual_id = play_manual_job(&rest, project.id, pid.0, "deploy-manual").await;
     let p = lab
         .mock
@@ -522,6 +536,14 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
     assert_eq!(var("DEPLOY_KEY")["value"], DEPLOY_KEY);
     assert_eq!(var("WORKFLOW_FLAVOUR")["value"], "full");
     assert_eq!(var("RAW_TEXT")["raw"], true);
+
+    // tags: default:tags reach every job, a job's own (from the extended template) too.
+    for n in ["unit-tests", "prepare-sources"] {
+        let j = rest
+            .get(&format!("/projects/{}/jobs/{}", project.id, job(&p, n).id))
+            .await;
+        assert_eq!(j["tag_list"], json!(["shell"]), "{n}: {j}");
+    }
 
     insta::assert_snapshot!("every_keyword_graph", g);
     eprintln!(
