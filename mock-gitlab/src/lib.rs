@@ -21,6 +21,7 @@
 pub mod api;
 pub mod faults;
 pub mod git;
+pub mod junit;
 pub mod payload;
 pub mod pipeline;
 mod reqlog;
@@ -771,6 +772,40 @@ impl MockGitlab {
             .jobs
             .get(&job_id)
             .and_then(|j| j.payload.clone())
+    }
+
+    /// The pipeline's test report summary (GitLab's `test_report_summary`): the `junit`
+    /// reports of its latest job attempts, one suite per job name. `None` if the pipeline does
+    /// not exist.
+    pub fn test_report_summary(&self, id: PipelineId) -> Option<junit::TestReportSummary> {
+        // Copy the reports out, parse them without holding the state.
+        let reports: Vec<(String, u64, Vec<u8>, String)> = {
+            let st = self.inner.lock();
+            let p = st.pipelines.get(&id.0)?;
+            p.job_ids
+                .iter()
+                .filter_map(|jid| st.jobs.get(jid))
+                .filter(|j| !j.record.retried)
+                .flat_map(|j| {
+                    j.artifacts
+                        .iter()
+                        .filter(|a| a.artifact_type == "junit")
+                        .map(|a| {
+                            (
+                                j.record.name.clone(),
+                                j.record.id,
+                                a.bytes.clone(),
+                                a.format.clone(),
+                            )
+                        })
+                })
+                .collect()
+        };
+        let mut summary = junit::TestReportSummary::default();
+        for (name, job_id, bytes, format) in reports {
+            junit::add_report(&mut summary, &name, job_id, &bytes, &format);
+        }
+        Some(summary)
     }
 
     /// Artifacts uploaded by a job (one per `artifact_type`), empty if none

@@ -413,6 +413,26 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
         reports.iter().all(|a| a.artifact_type != "archive"),
         "reports only"
     );
+    // …and counted by the mock as GitLab's pipeline test report does (one suite per job).
+    let summary = rest
+        .get(&format!(
+            "/projects/{}/pipelines/{pid}/test_report_summary",
+            project.id
+        ))
+        .await;
+    let total = &summary["total"];
+    assert_eq!(
+        (
+            &total["count"],
+            &total["success"],
+            &total["failed"],
+            &total["skipped"]
+        ),
+        (&json!(3), &json!(2), &json!(0), &json!(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["test_suites"][0]["name"], "unit-tests", "{summary}");
+    assert_eq!(summary["test_suites"][0]["build_ids"], json!([ut.id]));
 
     // Variables: override and expansion order, raw, rules and workflow variables, templates.
     let t = ut.normalized_trace();
