@@ -350,7 +350,7 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
         );
     }
     let build_end = build_jobs.iter().filter_map(|b| b.finished_at).max();
-    assert!(dag.finished_at < build_end, "{g}");
+    assert!(dag.finished_at.unwrap() < build_end.unwrap(), "{g}");
     // when: delayed — due start_in after its stage opened (the prepare stage ended), and
     // not queued before that.
     let delayed = job(&p, "warmup-delayed");
@@ -386,12 +386,16 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
         );
         assert!(t.contains("excluded file absent"), "{n}:\n{t}");
     }
-    // artifacts:when on_failure: only the failed job kept its debug log.
+    // artifacts:when on_failure: the failed job's debug log is kept.
     let broken_arts = lab.mock.artifacts(broken.id);
     assert!(
         broken_arts.iter().any(|a| a.artifact_type == "archive"
             && zip_names(&a.bytes).contains(&"debug/failure.log".to_string())),
-        "{broken_arts:?}"
+        "broken-test artifacts: {:?}",
+        broken_arts
+            .iter()
+            .map(|a| (&a.artifact_type, zip_names(&a.bytes)))
+            .collect::<Vec<_>>()
     );
 
     // The JUnit report: stored as GitLab stores it (gzip), with the job's test cases.
@@ -400,7 +404,10 @@ async fn every_keyword_pipeline_runs_through_the_real_runner() {
     let junit = reports
         .iter()
         .find(|a| a.artifact_type == "junit")
-        .unwrap_or_else(|| panic!("no junit report stored: {reports:?}"));
+        .unwrap_or_else(|| {
+            let types: Vec<&String> = reports.iter().map(|a| &a.artifact_type).collect();
+            panic!("no junit report stored, only {types:?}")
+        });
     assert_eq!(junit.format, "gzip");
     assert_eq!(junit.expire_in.as_deref(), Some("2 days"));
     let mut xml = String::new();
