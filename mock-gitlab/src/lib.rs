@@ -21,6 +21,7 @@
 pub mod api;
 pub mod faults;
 pub mod git;
+pub mod junit;
 pub mod payload;
 pub mod pipeline;
 mod reqlog;
@@ -171,6 +172,9 @@ impl Inner {
         for id in &adv.skipped {
             tracing::info!(job = id, "job created -> skipped");
         }
+        for id in &adv.scheduled {
+            tracing::info!(job = id, "job created -> scheduled");
+        }
         for id in &adv.enqueued {
             tracing::info!(job = id, "job created -> pending");
         }
@@ -182,6 +186,43 @@ impl Inner {
         }
         self.changes_tx.send_modify(|v| *v += 1);
     }
+}
+
+/// The timer of `when: delayed` jobs: after every state change (a job may have become
+/// scheduled) and when the earliest scheduled job is due, due jobs become pending. Holds the
+/// state only weakly and ends with the mock.
+fn spawn_scheduler(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let mut changes = inner.changes_tx.subscribe();
+    let mut stop = inner.shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let next_due = {
+                let Some(inner) = weak.upgrade() else { return };
+                let mut st = inner.lock();
+                let p = pipeline::promote_due(&mut st, Instant::now());
+                drop(st);
+                if !p.jobs.is_empty() {
+                    inner.queue_tx.send_modify(|v| *v += 1);
+                }
+                for adv in &p.advances {
+                    inner.notify_change(adv);
+                }
+                p.next_due
+            };
+            let due = async {
+                match next_due {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = due => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
 }
 
 impl Inner {
@@ -369,6 +410,7 @@ impl MockGitlab {
             }
         });
         *inner.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        spawn_scheduler(&inner);
         tracing::info!(url = %inner.local_url, external = %inner.external_url, "mock-gitlab listening");
         Ok(MockGitlab { inner })
     }
@@ -887,6 +929,51 @@ impl MockGitlab {
             .get(project)
             .map(|p| p.variables.clone())
             .unwrap_or_default()
+    }
+
+    /// The JSON payload the runner received for this job (image, services, variables, steps,
+    /// artifacts, cache, dependencies…), `None` until it was dispatched or if it does not exist.
+    /// It holds the job token and masked values: keep it out of logs.
+    pub fn job_payload(&self, job_id: u64) -> Option<serde_json::Value> {
+        self.inner
+            .lock()
+            .jobs
+            .get(&job_id)
+            .and_then(|j| j.payload.clone())
+    }
+
+    /// The pipeline's test report summary (GitLab's `test_report_summary`): the `junit`
+    /// reports of its latest job attempts, one suite per job name. `None` if the pipeline does
+    /// not exist.
+    pub fn test_report_summary(&self, id: PipelineId) -> Option<junit::TestReportSummary> {
+        // Copy the reports out, parse them without holding the state.
+        let reports: Vec<(String, u64, Vec<u8>, String)> = {
+            let st = self.inner.lock();
+            let p = st.pipelines.get(&id.0)?;
+            p.job_ids
+                .iter()
+                .filter_map(|jid| st.jobs.get(jid))
+                .filter(|j| !j.record.retried)
+                .flat_map(|j| {
+                    j.artifacts
+                        .iter()
+                        .filter(|a| a.artifact_type == "junit")
+                        .map(|a| {
+                            (
+                                j.record.name.clone(),
+                                j.record.id,
+                                a.bytes.clone(),
+                                a.format.clone(),
+                            )
+                        })
+                })
+                .collect()
+        };
+        let mut summary = junit::TestReportSummary::default();
+        for (name, job_id, bytes, format) in reports {
+            junit::add_report(&mut summary, &name, job_id, &bytes, &format);
+        }
+        Some(summary)
     }
 
     /// Artifacts uploaded by a job (one per `artifact_type`), empty if none

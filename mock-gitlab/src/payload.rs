@@ -302,6 +302,114 @@ pub fn cache_entries(caches: &[CacheSpec]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// GitLab's "variables inside other variables" (`BuildRunnerPresenter#runner_variables`:
+/// `sort_and_expand_all(keep_undefined: true, expand_file_refs: false, expand_raw_refs: false)`):
+/// GitLab resolves references between variables before it sends them, because the runner
+/// expands a value only one level deep (`B: "$A-x"`, `C: "$B/y"` reach a job as `C=<A>-x/y`
+/// only thanks to this). References (`$NAME`, `${NAME}`) take the referenced variable's
+/// expanded value, the last definition of a name winning and a variable that references its own
+/// name getting the definition before it; undefined names, references to file-type or raw
+/// variables and `$$` stay as written; raw values are sent as written. A reference cycle
+/// leaves every value as written, as GitLab does.
+pub fn expand_references(vars: &mut [JobVariable]) {
+    use std::collections::HashMap;
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, v) in vars.iter().enumerate() {
+        last.insert(v.key.as_str(), i);
+    }
+    struct Resolver<'a> {
+        vars: &'a [JobVariable],
+        last: HashMap<&'a str, usize>,
+        done: Vec<Option<String>>,
+        visiting: Vec<bool>,
+    }
+    impl Resolver<'_> {
+        /// The definition a reference to `name` from variable `from` means.
+        fn target(&self, from: usize, name: &str) -> Option<usize> {
+            match self.last.get(name) {
+                Some(&j) if j != from => Some(j),
+                Some(_) => (0..from).rev().find(|&j| self.vars[j].key == name),
+                None => None,
+            }
+        }
+
+        /// The expanded value of variable `i`; `None` on a reference cycle.
+        fn resolve(&mut self, i: usize) -> Option<String> {
+            if let Some(v) = &self.done[i] {
+                return Some(v.clone());
+            }
+            let v = &self.vars[i];
+            if v.raw || !v.value.contains('$') {
+                self.done[i] = Some(v.value.clone());
+                return Some(v.value.clone());
+            }
+            if self.visiting[i] {
+                return None;
+            }
+            self.visiting[i] = true;
+            let c: Vec<char> = v.value.chars().collect();
+            let mut out = String::new();
+            let mut k = 0;
+            while k < c.len() {
+                if c[k] != '$' {
+                    out.push(c[k]);
+                    k += 1;
+                    continue;
+                }
+                if c.get(k + 1) == Some(&'$') {
+                    out.push_str("$$");
+                    k += 2;
+                    continue;
+                }
+                let braced = c.get(k + 1) == Some(&'{');
+                let start = if braced { k + 2 } else { k + 1 };
+                let mut j = start;
+                let first_ok = c
+                    .get(start)
+                    .is_some_and(|ch| ch.is_ascii_alphabetic() || *ch == '_');
+                while first_ok && j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_') {
+                    j += 1;
+                }
+                if j == start || (braced && c.get(j) != Some(&'}')) {
+                    out.push('$');
+                    k += 1;
+                    continue;
+                }
+                let end = if braced { j + 1 } else { j };
+                let written: String = c[k..end].iter().collect();
+                let name: String = c[start..j].iter().collect();
+                match self.target(i, &name) {
+                    Some(t) if !self.vars[t].file && !self.vars[t].raw => {
+                        out.push_str(&self.resolve(t)?)
+                    }
+                    _ => out.push_str(&written),
+                }
+                k = end;
+            }
+            self.visiting[i] = false;
+            self.done[i] = Some(out.clone());
+            Some(out)
+        }
+    }
+    let n = vars.len();
+    let mut r = Resolver {
+        vars,
+        last,
+        done: vec![None; n],
+        visiting: vec![false; n],
+    };
+    let mut expanded = Vec::with_capacity(n);
+    for i in 0..n {
+        match r.resolve(i) {
+            Some(v) => expanded.push(v),
+            None => return,
+        }
+    }
+    for (v, e) in vars.iter_mut().zip(expanded) {
+        v.value = e;
+    }
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Features {
     pub trace_sections: bool,
@@ -662,6 +770,8 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         });
     }
 
+    expand_references(&mut variables);
+
     let mut script = spec.before_script.clone();
     script.extend(spec.script.iter().cloned());
     let mut steps = vec![Step {
@@ -809,6 +919,7 @@ mod tests {
             rules: None,
             node: Some((2, 3)),
             base_name: "hello world".into(),
+            start_in_s: None,
         };
         let project_vars = vec![crate::Variable {
             key: "SECRET".into(),

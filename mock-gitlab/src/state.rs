@@ -19,6 +19,8 @@ const MAX_REQUEST_RECORDS: usize = 100_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobStatus {
     Created,
+    /// `when: delayed`: its stage is open; it becomes pending at `JobRecord::scheduled_at`.
+    Scheduled,
     Pending,
     Running,
     Success,
@@ -32,6 +34,7 @@ impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Created => "created",
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Pending => "pending",
             JobStatus::Running => "running",
             JobStatus::Success => "success",
@@ -138,6 +141,8 @@ pub struct JobRecord {
     /// Number of rejected (416) trace PATCHes.
     pub trace_rejections: u32,
     pub created_at: Instant,
+    /// `when: delayed`: when the job is due to become pending (its stage opened + `start_in`).
+    pub scheduled_at: Option<Instant>,
     pub queued_at: Option<Instant>,
     pub dispatched_at: Option<Instant>,
     /// First sign of life from the runner after dispatch (PUT running or PATCH).
@@ -430,6 +435,9 @@ pub(crate) struct Job {
     pub pipeline_variables: Vec<crate::pipeline::config::Variable>,
     /// Uploaded artifacts, one per type (a re-upload replaces).
     pub artifacts: Vec<ArtifactRecord>,
+    /// The payload the runner got for this job (`POST /jobs/request` → 201), once dispatched.
+    /// Kept here rather than in `JobRecord`: it holds the job token and masked values.
+    pub payload: Option<serde_json::Value>,
 }
 
 pub(crate) struct Pipeline {
@@ -467,6 +475,8 @@ pub(crate) struct State {
     pub jobs: BTreeMap<u64, Job>,
     /// Ids of pending jobs in queue order.
     pub queue: VecDeque<u64>,
+    /// Scheduled (`when: delayed`) jobs and when each is due.
+    pub scheduled: BTreeMap<u64, Instant>,
     pub requests: VecDeque<RequestRecord>,
 }
 
@@ -487,6 +497,7 @@ impl State {
             pipelines: BTreeMap::new(),
             jobs: BTreeMap::new(),
             queue: VecDeque::new(),
+            scheduled: BTreeMap::new(),
             requests: VecDeque::new(),
         }
     }
@@ -540,6 +551,7 @@ impl State {
             trace_patches: 0,
             trace_rejections: 0,
             created_at: Instant::now(),
+            scheduled_at: None,
             queued_at: None,
             dispatched_at: None,
             started_at: None,
@@ -558,6 +570,7 @@ impl State {
                 spec,
                 pipeline_variables,
                 artifacts: Vec::new(),
+                payload: None,
             },
         );
         id

@@ -259,3 +259,95 @@ async fn upload_download_and_dependencies() {
     let r = upload(&lab, id, token, "", multipart("a.zip", b"PK")).await;
     assert_eq!(r.status(), 403);
 }
+
+/// JUnit reports (gzip, as the runner uploads them) are counted per job in the pipeline's
+/// `test_report_summary`, in the library and over REST; an unreadable one is a `suite_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn junit_reports_make_the_test_report_summary() {
+    use std::io::Write;
+    let ci = r#"
+unit:
+  script: x
+  artifacts: {reports: {junit: report.xml}}
+broken-report:
+  script: x
+  artifacts: {reports: {junit: report.xml}}
+"#;
+    let fx = temp_fixture(ci);
+    let lab = Lab::start().await;
+    let project = lab.mock.add_project("group/j", fx.path()).unwrap();
+    let runner = lab.mock.create_runner(RunnerSpec::default());
+    let pid = lab.mock.create_pipeline("group/j", "main").unwrap();
+    let xml = r#"<testsuites><testsuite name="s">
+<testcase name="a" time="0.25"/><testcase name="b"><failure/></testcase>
+<testcase name="c"><skipped/></testcase></testsuite></testsuites>"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(xml.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let j = lab.take_job(&runner.token).await;
+        let id = j["id"].as_u64().unwrap();
+        let token = j["token"].as_str().unwrap();
+        let body: &[u8] = if j["job_info"]["name"] == "unit" {
+            &gz
+        } else {
+            b"\x1f\x8b not really"
+        };
+        let r = upload(
+            &lab,
+            id,
+            token,
+            "artifact_format=gzip&artifact_type=junit",
+            multipart("junit.xml.gz", body),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        succeed(&lab, &j).await;
+        ids.push((j["job_info"]["name"].as_str().unwrap().to_string(), id));
+    }
+    let s = lab.mock.test_report_summary(pid).unwrap();
+    assert_eq!(
+        (
+            s.total.count,
+            s.total.success,
+            s.total.failed,
+            s.total.skipped
+        ),
+        (3, 1, 1, 1)
+    );
+    let unit = s.suites.iter().find(|t| t.name == "unit").unwrap();
+    assert_eq!(unit.counts.count, 3);
+    assert!(unit.suite_error.is_none());
+    let broken = s.suites.iter().find(|t| t.name == "broken-report").unwrap();
+    assert!(
+        broken.suite_error.as_deref().unwrap().contains("gzip"),
+        "{broken:?}"
+    );
+    let r: Value = lab
+        .http
+        .get(lab.url(&format!(
+            "/projects/{}/pipelines/{}/test_report_summary",
+            project.id, pid.0
+        )))
+        .header("PRIVATE-TOKEN", lab.mock.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["total"]["count"], 3);
+    assert_eq!(r["total"]["failed"], 1);
+    assert_eq!(r["total"]["time"], 0.25);
+    let unit_id = ids.iter().find(|(n, _)| n == "unit").unwrap().1;
+    let suite = r["test_suites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "unit")
+        .unwrap();
+    assert_eq!(suite["build_ids"], json!([unit_id]));
+    assert_eq!(suite["skipped_count"], 1);
+    assert!(r["total"]["suite_error"].is_string());
+}

@@ -179,8 +179,8 @@ job:
     assert_eq!(var(&j, "A").unwrap()["value"], "global");
     assert_eq!(var(&j, "B").unwrap()["value"], "job");
     assert_eq!(var(&j, "C").unwrap()["value"], "project");
-    // References are left for the runner to expand, as GitLab does.
-    assert_eq!(var(&j, "REF").unwrap()["value"], "$A-ref");
+    // GitLab resolves references between variables before sending them.
+    assert_eq!(var(&j, "REF").unwrap()["value"], "global-ref");
     let s = var(&j, "SECRET").unwrap();
     assert_eq!(s["masked"], true);
     assert_eq!(s["public"], false);
@@ -683,4 +683,256 @@ async fn cancel_pipeline_cancels_pending_and_created_jobs() {
     assert!(p.jobs.iter().all(|j| j.status == JobStatus::Canceled));
     // Nothing is handed out any more.
     assert_eq!(lab.request_job(&token, None).await.status(), 204);
+}
+
+/// GitLab resolves references between variables before it sends them (the runner expands one
+/// level only, so a two-level reference reached a real runner's job unexpanded); raw and
+/// file-type references, undefined names and `$$` are left for the runner, as GitLab does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nested_variable_references_are_resolved_in_the_payload() {
+    let ci = r#"
+variables:
+  APP: app
+  LABEL: "$APP-$CI_COMMIT_SHORT_SHA"
+  GREETING: hello
+  LINE: "${GREETING} world"
+  RAW: {value: "$APP literal", expand: false}
+  KEEP: "$RAW|$CFG|$UNDEFINED|$$APP|$1"
+  LOOP_A: "$LOOP_B"
+job:
+  variables:
+    GREETING: hi
+    JOB_LABEL: "$LABEL/job"
+    APP: "$APP-v2"
+  script: echo
+"#;
+    let (lab, token, _) = setup(&[(".gitlab-ci.yml", ci)]).await;
+    lab.mock
+        .set_variable(
+            "group/p",
+            Variable {
+                key: "CFG".into(),
+                value: "a=$APP".into(),
+                file: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // Pipelines read project variables when they are created: make a second one.
+    let pid = lab.mock.create_pipeline("group/p", "main").unwrap();
+    let mut j = lab.take_job(&token).await;
+    while j["job_info"]["pipeline_id"] != pid.0 {
+        j = lab.take_job(&token).await;
+    }
+    let val = |k: &str| var(&j, k).unwrap()["value"].as_str().unwrap().to_string();
+    let short = val("CI_COMMIT_SHORT_SHA");
+    // The job's APP references its own name: it means the definition before it (the global).
+    assert_eq!(val("APP"), "app-v2");
+    assert_eq!(val("LABEL"), format!("app-v2-{short}"));
+    assert_eq!(val("JOB_LABEL"), format!("app-v2-{short}/job"));
+    // The last definition of a name wins, as the runner's own expansion does.
+    assert_eq!(val("LINE"), "hi world");
+    assert_eq!(val("RAW"), "$APP literal");
+    assert_eq!(val("KEEP"), "$RAW|$CFG|$UNDEFINED|$$APP|$1");
+    assert_eq!(
+        val("CFG"),
+        "a=app-v2",
+        "file variables' own values are expanded"
+    );
+    assert_eq!(val("LOOP_A"), "$LOOP_B", "undefined");
+}
+
+/// A reference cycle: GitLab sends every value as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_variable_reference_cycle_leaves_values_as_written() {
+    let ci = r#"
+variables:
+  A: "x-$B"
+  B: "y-$A"
+  C: "$D"
+  D: d
+job:
+  script: echo
+"#;
+    let (lab, token, _) = setup(&[(".gitlab-ci.yml", ci)]).await;
+    let j = lab.take_job(&token).await;
+    let val = |k: &str| var(&j, k).unwrap()["value"].as_str().unwrap().to_string();
+    assert_eq!(val("A"), "x-$B");
+    assert_eq!(val("B"), "y-$A");
+    assert_eq!(val("C"), "$D");
+}
+
+/// workflow:rules:variables of the matching rule reach every job and override global ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workflow_rule_variables_reach_the_jobs() {
+    let ci = r#"
+variables: {FLAVOUR: global, KEEP: kept}
+workflow:
+  rules:
+    - if: '$CI_COMMIT_BRANCH == "nope"'
+      variables: {FLAVOUR: wrong}
+    - if: '$CI_COMMIT_BRANCH == "main"'
+      variables: {FLAVOUR: full, EXTRA: added}
+ruled:
+  rules:
+    - if: '$FLAVOUR == "full"'
+  script: echo
+"#;
+    let (lab, token, pid) = setup(&[(".gitlab-ci.yml", ci)]).await;
+    assert_eq!(
+        names(&lab, pid),
+        ["ruled"],
+        "job rules see workflow variables"
+    );
+    let j = lab.take_job(&token).await;
+    assert_eq!(var(&j, "FLAVOUR").unwrap()["value"], "full");
+    assert_eq!(var(&j, "EXTRA").unwrap()["value"], "added");
+    assert_eq!(var(&j, "KEEP").unwrap()["value"], "kept");
+}
+
+/// GitLab marks a job that failed with an allowed exit code `allow_failure: true` (the real
+/// runner's `exit 42` under `allow_failure: {exit_codes: [42]}` left it false here), and a
+/// job-level `when: manual` job may fail by default; `rules:when: manual` keeps it false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_failure_follows_exit_codes_and_manual_defaults() {
+    let ci = r#"
+allowed-code:
+  allow_failure: {exit_codes: [42]}
+  script: x
+other-code:
+  allow_failure: {exit_codes: [42]}
+  script: x
+play-me:
+  when: manual
+  script: x
+ruled-manual:
+  rules:
+    - when: manual
+  script: x
+"#;
+    let (lab, token, pid) = setup(&[(".gitlab-ci.yml", ci)]).await;
+    for _ in 0..2 {
+        let j = lab.take_job(&token).await;
+        let code = if j["job_info"]["name"] == "allowed-code" {
+            42
+        } else {
+            7
+        };
+        finish(&lab, &j, "failed", Some(code)).await;
+    }
+    let p = lab.mock.pipeline(pid);
+    let af = |n: &str| p.job(n).unwrap().allow_failure;
+    assert!(af("allowed-code"), "exit 42 is allowed");
+    assert!(!af("other-code"), "exit 7 is not");
+    assert!(
+        af("play-me"),
+        "when: manual defaults to allow_failure: true"
+    );
+    assert!(!af("ruled-manual"), "rules:when: manual does not");
+    assert_eq!(
+        p.status,
+        PipelineStatus::Failed,
+        "other-code failed for real"
+    );
+}
+
+/// `when: delayed` with `start_in`: scheduled when its stage opens, pending once `start_in`
+/// has passed (no runner request needed to notice), and cancelable while scheduled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_jobs_wait_start_in_then_run() {
+    let ci = r#"
+stages: [a, b]
+first:
+  stage: a
+  script: x
+later:
+  stage: b
+  when: delayed
+  start_in: 1 second
+  script: x
+dropped:
+  stage: b
+  when: delayed
+  start_in: 1 hour
+  script: x
+"#;
+    let (lab, token, pid) = setup(&[(".gitlab-ci.yml", ci)]).await;
+    let j = lab.take_job(&token).await;
+    assert_eq!(j["job_info"]["name"], "first");
+    finish(&lab, &j, "success", None).await;
+    let opened = std::time::Instant::now();
+    let p = lab.mock.pipeline(pid);
+    let later = p.job("later").unwrap().clone();
+    assert_eq!(later.status, JobStatus::Scheduled);
+    assert_eq!(p.status, PipelineStatus::Running);
+    let due = later.scheduled_at.expect("scheduled_at");
+    assert!(
+        due >= opened + Duration::from_millis(900),
+        "start_in counts from the stage"
+    );
+    assert_eq!(
+        lab.request_job(&token, None).await.status(),
+        204,
+        "not before start_in"
+    );
+    lab.mock
+        .cancel_job(p.job("dropped").unwrap().id, false)
+        .unwrap();
+    // Polled with a deadline: the mock's own timer makes it pending.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let j = loop {
+        let r = lab.request_job(&token, None).await;
+        if r.status() == 201 {
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never became pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(j["job_info"]["name"], "later");
+    let rec = lab.mock.job(later.id).unwrap();
+    assert!(rec.queued_at.unwrap() >= due);
+    finish(&lab, &j, "success", None).await;
+    let p = lab.mock.pipeline(pid);
+    assert_eq!(p.job("dropped").unwrap().status, JobStatus::Canceled);
+    assert_eq!(p.status, PipelineStatus::Canceled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_lint_errors() {
+    let lab = Lab::start().await;
+    for (src, want) in [
+        (
+            "j:\n  when: delayed\n  script: x\n",
+            "1:1: jobs:j start in can't be blank when delayed",
+        ),
+        (
+            "j:\n  start_in: 1 minute\n  script: x\n",
+            "2:13: jobs:j start in must be blank when not delayed",
+        ),
+        (
+            "j:\n  when: delayed\n  start_in: 8 days\n  script: x\n",
+            "jobs:j start in should be less than or equal to one week",
+        ),
+        (
+            "j:\n  when: delayed\n  start_in: soon\n  script: x\n",
+            "jobs:j start in should be a duration",
+        ),
+        (
+            "j:\n  rules:\n    - when: delayed\n  script: x\n",
+            "rules:when delayed is not supported by mock-gitlab yet",
+        ),
+    ] {
+        let fx = fixture_with(&[(".gitlab-ci.yml", src)]);
+        let path = format!("group/l{}", src.len());
+        lab.mock.add_project(&path, fx.path()).unwrap();
+        let e = lab
+            .mock
+            .create_pipeline(&path, "main")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "for {src:?}: got {e:?}, want {want:?}");
+    }
 }

@@ -5,12 +5,11 @@
 //!
 //! The runner is the forged one (the binary the labs put in their images), so these never skip.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 mod support;
-use support::{MockLab, fixture, runner_bin};
+use support::{MockLab, Runner, fixture, runner_bin};
 
 use mock_gitlab::{JobStatus, PipelineStatus, RunnerSpec, Variable};
 
@@ -21,60 +20,8 @@ fn temp_fixture(ci_yml: &str) -> tempfile::TempDir {
     d
 }
 
-struct Runner {
-    child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Runner {
-    /// `run-single` for `builds` jobs, in its own scratch directory.
-    fn spawn(bin: &PathBuf, lab: &MockLab, token: &str, builds: u32) -> Runner {
-        Self::spawn_with_env(bin, lab, token, builds, &[])
-    }
-
-    /// [`Runner::spawn`] with extra environment (the shell executor's jobs inherit it).
-    fn spawn_with_env(
-        bin: &PathBuf,
-        lab: &MockLab,
-        token: &str,
-        builds: u32,
-        env: &[(&str, &std::ffi::OsStr)],
-    ) -> Runner {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut c = tokio::process::Command::new(bin);
-        c.envs(env.iter().copied());
-        c.current_dir(dir.path())
-            .args([
-                "run-single",
-                "--url",
-                &lab.mock.local_url(),
-                "--token",
-                token,
-            ])
-            .args(["--executor", "shell", "--builds-dir"])
-            .arg(dir.path().join("builds"))
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(["--max-builds", &builds.to_string(), "--wait-timeout", "60"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        Runner {
-            child: c.spawn().expect("spawn gitlab-runner"),
-            _dir: dir,
-        }
-    }
-
-    async fn wait_exit(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .is_ok()
-    }
-}
-
 async fn run_fixture(
-    bin: &PathBuf,
+    bin: &Path,
     lab: &MockLab,
     project: &str,
     dir: &std::path::Path,

@@ -168,6 +168,9 @@ impl Inner {
             dependencies,
         });
         let name = j.record.name.clone();
+        if let Some(j) = st.jobs.get_mut(&job_id) {
+            j.payload = serde_json::to_value(&payload).ok();
+        }
         drop(st);
         tracing::info!(job = job_id, %name, runner = runner_id, "job pending -> running (dispatched)");
         self.notify_change(&adv);
@@ -372,6 +375,11 @@ pub(crate) async fn update(
                 .filter(|f| !f.is_empty())
                 .unwrap_or_else(|| "unknown_failure".into()),
         );
+    }
+    // GitLab (`Status::Reason#force_allow_failure?`): a failure with an exit code listed in
+    // `allow_failure:exit_codes` makes the job itself allow_failure (a warning, not a failure).
+    if final_status == JobStatus::Failed && job.spec.allow_failure.permits(r.exit_code) {
+        r.allow_failure = true;
     }
     let pipeline_id = r.pipeline_id;
     let name = r.name.clone();

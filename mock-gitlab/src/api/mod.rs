@@ -66,6 +66,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/projects/{id}/pipelines/{pid}/cancel",
             post(rest::cancel_pipeline),
         )
+        .route(
+            "/projects/{id}/pipelines/{pid}/test_report_summary",
+            get(rest::test_report_summary),
+        )
         .route("/projects/{id}/jobs/{jid}", get(rest::get_job))
         .route("/projects/{id}/jobs/{jid}/trace", get(rest::get_trace))
         .route(

@@ -411,6 +411,52 @@ pub(crate) async fn get_pipeline(
     Ok(json(StatusCode::OK, &pipeline_json(&inner, &st, p)))
 }
 
+/// `GET /projects/:id/pipelines/:pipeline_id/test_report_summary`: the pipeline's JUnit
+/// reports counted per job, in GitLab's shape.
+pub(crate) async fn test_report_summary(
+    State(inner): State<Arc<Inner>>,
+    Path((id, pid)): Path<(String, String)>,
+    Query(q): Query<AuthQuery>,
+    headers: HeaderMap,
+) -> Reply {
+    authorize(&inner, &headers, &q)?;
+    let pipeline = {
+        let st = inner.lock();
+        let project = find_project(&st, &id)?;
+        find_pipeline(&st, project, &pid)?.id
+    };
+    let s = MockGitlab::from_inner(inner.clone())
+        .test_report_summary(pipeline)
+        .unwrap_or_default();
+    let suites: Vec<Value> = s
+        .suites
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "total_time": t.counts.time,
+                "total_count": t.counts.count,
+                "success_count": t.counts.success,
+                "failed_count": t.counts.failed,
+                "skipped_count": t.counts.skipped,
+                "error_count": t.counts.error,
+                "build_ids": t.build_ids,
+                "suite_error": t.suite_error,
+            })
+        })
+        .collect();
+    let t = &s.total;
+    let suite_error = s.suites.iter().find_map(|x| x.suite_error.clone());
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "total": {"time": t.time, "count": t.count, "success": t.success, "failed": t.failed,
+                      "skipped": t.skipped, "error": t.error, "suite_error": suite_error},
+            "test_suites": suites,
+        }),
+    ))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct JobsQuery {

@@ -7,9 +7,10 @@
 //! anchors and merge keys, `!reference`, `extends`, and per job `stage`,
 //! `script`, `before_script`, `after_script`, `variables`, `image`,
 //! `services`, `timeout`, `tags`, `allow_failure` (bool or `exit_codes`),
-//! `when`, `artifacts` (reports: junit, dotenv), `cache`, `dependencies`,
-//! `needs`, `rules` (if, changes (always true), exists, when, allow_failure,
-//! variables), `retry`, `parallel` (count or matrix), `interruptible`.
+//! `when` (`delayed` with `start_in`), `artifacts` (reports: junit, dotenv),
+//! `cache`, `dependencies`, `needs`, `rules` (if, changes (always true),
+//! exists, when, allow_failure, variables), `workflow:rules:variables`,
+//! `retry`, `parallel` (count or matrix), `interruptible`.
 //! GitLab keywords the mock does not implement yet are reported as errors
 //! rather than silently ignored, so a test never passes for the wrong reason.
 
@@ -206,6 +207,8 @@ pub struct JobSpec {
     pub node: Option<(u32, u32)>,
     /// The job's name in the YAML (differs from `name` for `parallel:`).
     pub base_name: String,
+    /// `start_in:` of a `when: delayed` job, in seconds.
+    pub start_in_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +255,7 @@ const JOB_SUPPORTED: &[&str] = &[
     "retry",
     "parallel",
     "interruptible",
+    "start_in",
     // Accepted and ignored: no effect on what a runner sees.
     "coverage",
     "environment",
@@ -266,7 +270,6 @@ const JOB_UNSUPPORTED: &[&str] = &[
     "hooks",
     "pages",
     "inherit",
-    "start_in",
     "run",
     "identity",
     "id_tokens",
@@ -413,7 +416,7 @@ pub fn parse_config_with(
     all_stages.push(".post".to_string());
 
     // Global variables.
-    let variables = match root.get("variables") {
+    let mut variables = match root.get("variables") {
         Some(n) => parse_variables(&mut cx, n, "variables"),
         None => Vec::new(),
     };
@@ -496,7 +499,9 @@ pub fn parse_config_with(
     if let Some(rules) = &workflow_rules {
         let lookup = |k: &str| lookup_var(pcx, &variables, &[], k);
         match first_matching_rule(rules, &lookup, &pcx.files) {
-            Some(r) if r.when != Some(When::Never) => {}
+            // The matching rule's `variables:` override global ones for every job and for
+            // the jobs' `rules:` (GitLab's workflow:rules:variables).
+            Some(r) if r.when != Some(When::Never) => variables.extend(r.variables.iter().cloned()),
             _ => {
                 return Err(LintError::general(
                     file,
@@ -936,13 +941,18 @@ fn parse_job(
         None => defaults.tags.clone(),
     }
     .unwrap_or_default();
-    let allow_failure = match v.get("allow_failure") {
-        Some(n) => parse_allow_failure(cx, n, &format!("{prefix}:allow_failure")),
-        None => AllowFailure::default(),
-    };
     let when = match v.get("when") {
         Some(n) => parse_when(cx, n, &format!("{prefix}:when")),
         None => When::OnSuccess,
+    };
+    // GitLab: a job-level `when: manual` job may fail by default (it does not block or fail
+    // the pipeline); `rules:when: manual` keeps the default false.
+    let allow_failure = match v.get("allow_failure") {
+        Some(n) => parse_allow_failure(cx, n, &format!("{prefix}:allow_failure")),
+        None => AllowFailure {
+            allowed: when == When::Manual,
+            exit_codes: Vec::new(),
+        },
     };
     let services = match v.get("services") {
         Some(n) => keywords::parse_services(cx, n, &format!("{prefix}:services")),
@@ -991,6 +1001,48 @@ fn parse_job(
             Some("move `when:` into the rules"),
         );
     }
+    // `start_in:` belongs to `when: delayed` (GitLab: at most one week).
+    let start_in_s = match (v.get("start_in"), when) {
+        (Some(n), When::Delayed) => {
+            let s = n.as_str().and_then(parse_duration);
+            match s {
+                Some(s) if s <= 7 * 24 * 3600 => Some(s),
+                Some(_) => {
+                    cx.err(
+                        n.pos,
+                        format!("{prefix} start in should be less than or equal to one week"),
+                        None,
+                    );
+                    None
+                }
+                None => {
+                    cx.err(
+                        n.pos,
+                        format!("{prefix} start in should be a duration"),
+                        Some("e.g. start_in: 30 seconds"),
+                    );
+                    None
+                }
+            }
+        }
+        (Some(n), _) => {
+            cx.err(
+                n.pos,
+                format!("{prefix} start in must be blank when not delayed"),
+                Some("add `when: delayed` or remove `start_in:`"),
+            );
+            None
+        }
+        (None, When::Delayed) => {
+            cx.err(
+                key_pos,
+                format!("{prefix} start in can't be blank when delayed"),
+                Some("add e.g. `start_in: 30 seconds`"),
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let parallel = v
         .get("parallel")
         .and_then(|n| keywords::parse_parallel(cx, n, &format!("{prefix}:parallel")));
@@ -1022,6 +1074,7 @@ fn parse_job(
             rules,
             node: None,
             base_name: name.to_string(),
+            start_in_s,
         },
         parallel,
     ))
@@ -1111,14 +1164,6 @@ pub(super) fn parse_when(cx: &mut Ctx<'_>, n: &Node, what: &str) -> When {
         _ => None,
     };
     match w {
-        Some(When::Delayed) => {
-            cx.err(
-                n.pos,
-                format!("{what} delayed is not supported by mock-gitlab yet"),
-                Some(UNSUPPORTED_HINT),
-            );
-            When::Delayed
-        }
         Some(w) => w,
         None => {
             cx.err(

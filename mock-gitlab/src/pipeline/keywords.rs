@@ -606,6 +606,14 @@ pub(super) fn parse_rules(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<
                 }
                 "when" => {
                     let wv = parse_when(cx, v, &w);
+                    if wv == super::config::When::Delayed {
+                        // It would need rules:start_in, which is not implemented.
+                        cx.err(
+                            v.pos,
+                            format!("{w} delayed is not supported by mock-gitlab yet"),
+                            Some("use a job-level `when: delayed` with `start_in:`"),
+                        );
+                    }
                     r.when = Some(wv);
                 }
                 "allow_failure" => r.allow_failure = Some(parse_allow_failure(cx, v, &w)),

@@ -22,6 +22,8 @@ pub(crate) struct Advance {
     /// Jobs that became pending (must be announced to long-polling runners).
     pub enqueued: Vec<u64>,
     pub skipped: Vec<u64>,
+    /// `when: delayed` jobs that became scheduled.
+    pub scheduled: Vec<u64>,
     /// The pipeline's new status if it changed.
     pub pipeline_status: Option<PipelineStatus>,
 }
@@ -43,12 +45,19 @@ fn decide(st: &mut State, id: u64, failed: bool, out: &mut Advance) {
         return;
     };
     let run = match job.spec.when {
-        When::OnSuccess => !failed,
+        When::OnSuccess | When::Delayed => !failed,
         When::OnFailure => failed,
         When::Always => true,
-        When::Manual | When::Delayed | When::Never => false,
+        When::Manual | When::Never => false,
     };
-    if run {
+    if run && job.spec.when == When::Delayed {
+        // GitLab's `scheduled`: pending once `start_in` has passed (see `promote_due`).
+        let due = Instant::now() + std::time::Duration::from_secs(job.spec.start_in_s.unwrap_or(0));
+        job.record.status = JobStatus::Scheduled;
+        job.record.scheduled_at = Some(due);
+        st.scheduled.insert(id, due);
+        out.scheduled.push(id);
+    } else if run {
         job.record.status = JobStatus::Pending;
         job.record.queued_at = Some(Instant::now());
         st.queue.push_back(id);
@@ -159,9 +168,12 @@ pub(crate) fn advance(st: &mut State, pid: PipelineId) -> Advance {
 
     let jobs: Vec<&crate::state::Job> = job_ids.iter().filter_map(|id| st.jobs.get(id)).collect();
     let all_complete = jobs.iter().all(|j| j.record.status.is_complete());
-    let any_started = jobs
-        .iter()
-        .any(|j| !matches!(j.record.status, JobStatus::Created | JobStatus::Pending));
+    let any_started = jobs.iter().any(|j| {
+        !matches!(
+            j.record.status,
+            JobStatus::Created | JobStatus::Scheduled | JobStatus::Pending
+        )
+    });
     let new_status = if all_complete {
         let failed = jobs
             .iter()
@@ -203,11 +215,12 @@ pub(crate) fn cancel_job(st: &mut State, id: u64, graceful: bool) -> anyhow::Res
     let r = &mut job.record;
     let pid = r.pipeline_id;
     match r.status {
-        JobStatus::Created | JobStatus::Pending => {
+        JobStatus::Created | JobStatus::Scheduled | JobStatus::Pending => {
             r.status = JobStatus::Canceled;
             r.finished_at = Some(Instant::now());
             r.finished_wall = Some(std::time::SystemTime::now());
             st.queue.retain(|q| *q != id);
+            st.scheduled.remove(&id);
             tracing::info!(job = id, "job canceled before it started");
         }
         JobStatus::Running if graceful => {
@@ -338,4 +351,50 @@ pub(crate) fn play_job(st: &mut State, id: u64) -> anyhow::Result<PipelineId> {
     reopen(st, pid);
     tracing::info!(job = id, "manual job played -> pending");
     Ok(pid)
+}
+
+/// What `promote_due` did.
+pub(crate) struct Promoted {
+    /// Jobs that became pending.
+    pub jobs: Vec<u64>,
+    /// Their pipelines, re-evaluated.
+    pub advances: Vec<Advance>,
+    /// When the next scheduled job is due.
+    pub next_due: Option<Instant>,
+}
+
+/// Scheduled (`when: delayed`) jobs whose time has come become pending.
+pub(crate) fn promote_due(st: &mut State, now: Instant) -> Promoted {
+    let due: Vec<u64> = st
+        .scheduled
+        .iter()
+        .filter(|(_, t)| **t <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut pipelines = Vec::new();
+    let mut jobs = Vec::new();
+    for id in due {
+        st.scheduled.remove(&id);
+        let Some(job) = st.jobs.get_mut(&id) else {
+            continue;
+        };
+        if job.record.status != JobStatus::Scheduled {
+            continue;
+        }
+        job.record.status = JobStatus::Pending;
+        job.record.queued_at = Some(now);
+        let pid = job.record.pipeline_id;
+        st.queue.push_back(id);
+        jobs.push(id);
+        tracing::info!(job = id, "job scheduled -> pending (start_in passed)");
+        if !pipelines.contains(&pid) {
+            pipelines.push(pid);
+        }
+    }
+    let advances = pipelines.into_iter().map(|pid| advance(st, pid)).collect();
+    Promoted {
+        jobs,
+        advances,
+        next_due: st.scheduled.values().min().copied(),
+    }
 }

@@ -2,7 +2,9 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 /// The forged runner binary (the one the labs put in their images): these tests never skip.
 pub async fn runner_bin() -> PathBuf {
@@ -39,5 +41,58 @@ impl MockLab {
             .await
             .expect("start mock");
         MockLab { mock, _dir: dir }
+    }
+}
+
+/// The real runner as `run-single` with the shell executor against a mock, killed on drop.
+pub struct Runner {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    /// `run-single` for `builds` jobs, in its own scratch directory.
+    pub fn spawn(bin: &Path, lab: &MockLab, token: &str, builds: u32) -> Runner {
+        Self::spawn_with_env(bin, lab, token, builds, &[])
+    }
+
+    /// [`Runner::spawn`] with extra environment (the shell executor's jobs inherit it).
+    pub fn spawn_with_env(
+        bin: &Path,
+        lab: &MockLab,
+        token: &str,
+        builds: u32,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Runner {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = tokio::process::Command::new(bin);
+        c.envs(env.iter().copied());
+        c.current_dir(dir.path())
+            .args([
+                "run-single",
+                "--url",
+                &lab.mock.local_url(),
+                "--token",
+                token,
+            ])
+            .args(["--executor", "shell", "--builds-dir"])
+            .arg(dir.path().join("builds"))
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(["--max-builds", &builds.to_string(), "--wait-timeout", "60"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        Runner {
+            child: c.spawn().expect("spawn gitlab-runner"),
+            _dir: dir,
+        }
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .is_ok()
     }
 }
