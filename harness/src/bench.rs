@@ -6,7 +6,6 @@
 //! - set-up: the runner forge warm (cache hit) and `Lab::start` warm; the cold forge time recorded
 //!   in the cached build's provenance.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -137,25 +136,50 @@ pub fn section_seconds(raw: &str) -> Vec<(String, f64)> {
     done
 }
 
-pub(crate) async fn podman_floor(lab: &Lab, n: usize) -> Result<Stats> {
-    let mut xs = Vec::new();
-    for _ in 0..n {
-        let t = Instant::now();
-        lab.podman()
-            .run([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--label",
-                &format!("{}={}", crate::podman::RUN_LABEL, lab.run_id()),
-                crate::forge::base::LATEST,
-                "true",
-            ])
-            .await?;
-        xs.push(secs(t.elapsed()));
+/// One `podman run --rm --network none <base> true` as the lab user, seconds.
+async fn podman_floor_once(lab: &Lab) -> Result<f64> {
+    let t = Instant::now();
+    lab.podman()
+        .run([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--label",
+            &format!("{}={}", crate::podman::RUN_LABEL, lab.run_id()),
+            crate::forge::base::LATEST,
+            "true",
+        ])
+        .await?;
+    Ok(secs(t.elapsed()))
+}
+
+/// The floors of a container here, `n` runs each, taken in turns so that both see the same
+/// machine: `podman run --rm` on the command line and, when the lab has an API socket and runs the
+/// docker executor, the same container through the compat API (see [`api_floor_once`]).
+pub async fn measure_floors(lab: &Lab, n: usize) -> Result<(Stats, Option<ApiFloor>)> {
+    let docker = match (lab.executor(), lab.api_socket()) {
+        (Executor::Docker, Some(sock)) => Some(bollard::Docker::connect_with_unix(
+            &sock.to_string_lossy(),
+            60,
+            bollard::API_DEFAULT_VERSION,
+        )?),
+        _ => None,
+    };
+    let (mut cli, mut life, mut hello) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        cli.push(podman_floor_once(lab).await?);
+        if let Some(d) = &docker {
+            let (l, h) = api_floor_once(d, lab.run_id(), i).await?;
+            life.push(l);
+            hello.push(h);
+        }
     }
-    Ok(Stats::of(xs))
+    let api = docker.map(|_| ApiFloor {
+        lifecycle_s: Stats::of(life),
+        info_version_s: Stats::of(hello),
+    });
+    Ok((Stats::of(cli), api))
 }
 
 /// Containers of this run started since `since`. No `--until`: podman 4.3.1 returns nothing with
@@ -185,85 +209,73 @@ pub struct ApiFloor {
     pub info_version_s: Stats,
 }
 
-/// A `true` container through the Docker-compatible API of `socket`, in the calls the runner's
-/// docker executor makes for each of its containers (create, start, wait `not-running`,
-/// remove), `n` times; and `GET /info` + `GET /version`, which it asks at every job. Without a
-/// network, like the CLI floor: the two differ only in the path.
-pub async fn api_floor(socket: &Path, run_id: &str, n: usize) -> Result<ApiFloor> {
+/// A `true` container through the Docker-compatible API, in the calls the runner's docker
+/// executor makes for each of its containers (create, start, wait `not-running`, remove), and
+/// `GET /info` + `GET /version`, which it asks at every job: (lifecycle, info + version) seconds.
+/// Without a network, like the CLI floor: the two differ only in the path.
+async fn api_floor_once(docker: &bollard::Docker, run_id: &str, i: usize) -> Result<(f64, f64)> {
     use bollard::models::{ContainerCreateBody, HostConfig};
     use bollard::query_parameters::{
         CreateContainerOptions, RemoveContainerOptions, WaitContainerOptions,
     };
     use futures_util::StreamExt;
-    let docker = bollard::Docker::connect_with_unix(
-        &socket.to_string_lossy(),
-        60,
-        bollard::API_DEFAULT_VERSION,
-    )?;
-    let (mut life, mut hello) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let t = Instant::now();
-        docker.info().await?;
-        docker.version().await?;
-        hello.push(secs(t.elapsed()));
-        let name = format!("{run_id}-api-floor-{i}");
-        let t = Instant::now();
-        let body = ContainerCreateBody {
-            image: Some(crate::forge::base::LATEST.into()),
-            cmd: Some(vec!["true".into()]),
-            labels: Some([(crate::podman::RUN_LABEL.to_owned(), run_id.to_owned())].into()),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
+    let t = Instant::now();
+    docker.info().await?;
+    docker.version().await?;
+    let hello = secs(t.elapsed());
+    let name = format!("{run_id}-api-floor-{i}");
+    let t = Instant::now();
+    let body = ContainerCreateBody {
+        image: Some(crate::forge::base::LATEST.into()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some([(crate::podman::RUN_LABEL.to_owned(), run_id.to_owned())].into()),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name),
                 ..Default::default()
             }),
-            ..Default::default()
-        };
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
+            body,
+        )
+        .await?;
+    let ran = async {
+        docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        let ran = async {
-            docker
-                .start_container(
-                    &created.id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await?;
-            let mut wait = docker.wait_container(
-                &created.id,
-                Some(WaitContainerOptions {
-                    condition: "not-running".into(),
-                }),
-            );
-            while let Some(r) = wait.next().await {
-                r?;
-            }
-            anyhow::Ok(())
+        let mut wait = docker.wait_container(
+            &created.id,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        );
+        while let Some(r) = wait.next().await {
+            r?;
         }
-        .await;
-        // Removed whatever happened: a floor container must not outlive the measurement.
-        let removed = docker
-            .remove_container(
-                &created.id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-        ran?;
-        removed?;
-        life.push(secs(t.elapsed()));
+        anyhow::Ok(())
     }
-    Ok(ApiFloor {
-        lifecycle_s: Stats::of(life),
-        info_version_s: Stats::of(hello),
-    })
+    .await;
+    // Removed whatever happened: a floor container must not outlive the measurement.
+    let removed = docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+    ran?;
+    removed?;
+    Ok((secs(t.elapsed()), hello))
 }
 
 /// What the floors of a bench run are, measured once (the first lab that can).
@@ -295,16 +307,15 @@ async fn bench_mode(
         rows.push((variant, w));
     }
     // After the windows, so that the floors' own containers are not counted.
-    if floors.cli.is_none() {
-        eprintln!("runnerlab bench: podman run --rm floor (5 runs)");
-        floors.cli = Some(podman_floor(&lab, 5).await?);
-    }
-    if floors.api.is_none()
-        && let Some(sock) = lab.api_socket()
-        && mode == Executor::Docker
-    {
-        eprintln!("runnerlab bench: compat API floor (5 runs)");
-        floors.api = Some(api_floor(sock, lab.run_id(), 5).await?);
+    // The docker lab measures both floors in turns (its API floor needs the socket), replacing a
+    // CLI floor an earlier lab took; otherwise the first lab measures the CLI floor.
+    if floors.cli.is_none() || (mode == Executor::Docker && floors.api.is_none()) {
+        eprintln!("runnerlab bench: container floors (7 runs)");
+        let (cli, api) = measure_floors(&lab, 7).await?;
+        floors.cli = Some(cli);
+        if api.is_some() {
+            floors.api = api;
+        }
     }
     lab.shutdown().await?;
     let mut out = Vec::new();

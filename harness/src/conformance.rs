@@ -756,14 +756,9 @@ async fn trivial_job_cost(
     let (e2e_s, script_s) = (job_e2e_s(job)?, script_s(job)?);
     // Counted before the floors start containers of their own.
     let containers = crate::bench::containers_started(lab, since).await.ok()?;
-    let cli_floor_s = crate::bench::podman_floor(lab, 3).await.ok()?.p50;
-    let api_floor_s = match (lab.executor(), lab.api_socket()) {
-        (Executor::Docker, Some(sock)) => crate::bench::api_floor(sock, lab.run_id(), 3)
-            .await
-            .ok()
-            .map(|f| f.lifecycle_s.p50),
-        _ => None,
-    };
+    let (cli, api) = crate::bench::measure_floors(lab, 5).await.ok()?;
+    let cli_floor_s = cli.p50;
+    let api_floor_s = api.map(|a| a.lifecycle_s.p50);
     let ratio = |floor: f64| (containers > 0).then(|| e2e_s / (containers as f64 * floor));
     Some(crate::report::TrivialJobCost {
         e2e_s,
