@@ -49,7 +49,9 @@ enum Cmd {
         #[arg(long = "case")]
         cases: Vec<String>,
         /// How many executor modes run at the same time, each on its own lab (1: one after another).
-        #[arg(long, default_value_t = 2)]
+        /// All three by default: a case mostly waits for the runner and for containers, so three labs
+        /// share two cores well.
+        #[arg(long, default_value_t = 3)]
         parallel: usize,
         /// Run the runner on the host (as the lab user) instead of in a container; docker mode
         /// only. The report's environment says which.
