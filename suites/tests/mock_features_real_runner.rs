@@ -1,7 +1,8 @@
 //! The real gitlab-runner (shell executor, `run-single`) against the mock:
 //! artifacts up and down, cache save/restore, masked and file variables,
 //! after_script after a failure, graceful and forced cancel, a merge request pipeline, and a
-//! Git LFS file fetched by the runner's `git lfs pull`.
+//! Git LFS file fetched by the runner's `git lfs pull`. Last, the same small job against
+//! collabora's `gitlab-runner-mock` instead (`vs_gitlab_runner_mock_*`, issue #5).
 //!
 //! The runner is the forged one (the binary the labs put in their images), so these never skip.
 
@@ -11,6 +12,9 @@ use std::time::Duration;
 mod support;
 use support::{MockLab, Runner, fixture, runner_bin};
 
+use gitlab_runner_mock::{
+    GitlabRunnerMock, MockJob, MockJobState, MockJobStepName, MockJobStepWhen,
+};
 use mock_gitlab::{JobStatus, PipelineStatus, RunnerSpec, Variable};
 
 /// A fixture directory made on the fly with one `.gitlab-ci.yml`.
@@ -355,4 +359,202 @@ async fn lfs_file_is_pulled_by_the_runner() {
         .collect::<Vec<_>>();
     assert!(downloads.iter().any(|r| r.status == 200), "{downloads:?}");
     assert!(!j.trace_text().contains(&runner.token));
+}
+
+// ---- the same job against collabora's gitlab-runner-mock (issue #5) ----
+//
+// mock-gitlab/tests/vs_gitlab_runner_mock.rs compares the two coordinators over raw HTTP; here
+// the real runner meets theirs. Its jobs come from `MockJobBuilder` (no .gitlab-ci.yml, no
+// repository): the payload's `repo_url` is a fixed `https://bla/dummy.git`.
+
+/// A job of theirs with one script step.
+fn theirs_job(
+    m: &GitlabRunnerMock,
+    script: &str,
+    vars: &[(&str, &str)],
+) -> gitlab_runner_mock::MockJobBuilder {
+    let mut b = m.job_builder("job".into());
+    b.add_step(
+        MockJobStepName::Script,
+        vec![script.into()],
+        3600,
+        MockJobStepWhen::OnSuccess,
+        false,
+    );
+    for (k, v) in vars {
+        b.add_variable((*k).into(), (*v).into(), true, false);
+    }
+    b
+}
+
+/// Poll (with a deadline) until theirs has seen the job's final state.
+async fn theirs_finished(job: &MockJob) -> MockJobState {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !job.finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {} never finished: {:?}\n{}",
+            job.id(),
+            job.state(),
+            String::from_utf8_lossy(&job.log())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    job.state()
+}
+
+/// An HTTP proxy on loopback that records each request line and refuses it: the runner's git
+/// goes through it, so a clone of a host that is not here never leaves this machine.
+async fn refusing_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = l.accept().await {
+            let mut r = tokio::io::BufReader::new(conn);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line).await;
+            s.lock().unwrap().push(line.trim().to_string());
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (url, seen)
+}
+
+/// Ours, for reference: the same one-line job from a .gitlab-ci.yml, with the default git
+/// strategy (the runner clones from the mock), succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vs_gitlab_runner_mock_ours_clones_and_succeeds() {
+    let bin = runner_bin().await;
+    let lab = MockLab::start().await;
+    let fx = temp_fixture("job:\n  script:\n    - echo hello from the job\n");
+    let p = run_fixture(&bin, &lab, "group/cmp", fx.path(), vec![], 1).await;
+    let j = p.job("job").unwrap();
+    let t = j.normalized_trace();
+    assert_eq!(j.status, JobStatus::Success, "{t}");
+    assert!(t.contains("hello from the job"), "{t}");
+    assert!(t.contains("Checking out"), "{t}");
+}
+
+/// Theirs with the default git strategy: the runner takes the job, but `get_sources` cannot
+/// clone `https://bla/dummy.git` (here, through a refusing proxy), so the job fails before the
+/// script runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vs_gitlab_runner_mock_theirs_fails_in_get_sources() {
+    let bin = runner_bin().await;
+    let m = GitlabRunnerMock::start().await;
+    let job = theirs_job(&m, "echo hello from the job", &[]).build();
+    m.enqueue_job(job.clone());
+    let (proxy, seen) = refusing_proxy().await;
+    let proxy = std::ffi::OsString::from(proxy);
+    let no_proxy = std::ffi::OsString::from("127.0.0.1,localhost");
+    let mut r = Runner::spawn_at(
+        &bin,
+        m.uri().as_str(),
+        m.runner_token(),
+        1,
+        &[
+            ("https_proxy", &proxy),
+            ("HTTPS_PROXY", &proxy),
+            ("no_proxy", &no_proxy),
+            ("NO_PROXY", &no_proxy),
+        ],
+    );
+    let state = theirs_finished(&job).await;
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let log = String::from_utf8_lossy(&job.log()).into_owned();
+    assert_eq!(state, MockJobState::Failed, "{log}");
+    assert!(log.contains("bla/dummy.git"), "{log}");
+    assert!(!log.contains("hello from the job"), "{log}");
+    let seen = seen.lock().unwrap().clone();
+    // The evidence for the comparison table in README.md.
+    eprintln!("proxy saw {seen:?}; the job's git lines:");
+    for l in log
+        .lines()
+        .filter(|l| l.contains("bla") || l.contains("fatal"))
+    {
+        eprintln!("  {l}");
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("CONNECT bla:443 HTTP/1.1"),
+        "{seen:?}"
+    );
+}
+
+/// Theirs with `GIT_STRATEGY: none`: the script runs and the job succeeds; the trace arrives in
+/// order (theirs checks each Content-Range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vs_gitlab_runner_mock_theirs_succeeds_without_git() {
+    let bin = runner_bin().await;
+    let m = GitlabRunnerMock::start().await;
+    let job = theirs_job(&m, "echo hello from the job", &[("GIT_STRATEGY", "none")]).build();
+    m.enqueue_job(job.clone());
+    let mut r = Runner::spawn_at(&bin, m.uri().as_str(), m.runner_token(), 1, &[]);
+    let state = theirs_finished(&job).await;
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let log = String::from_utf8_lossy(&job.log()).into_owned();
+    assert_eq!(state, MockJobState::Success, "{log}");
+    assert!(log.contains("hello from the job"), "{log}");
+    assert!(job.log_patches() >= 1);
+}
+
+/// Theirs and artifacts: the real runner's upload is accepted, but theirs reads
+/// `artifact_type` from form fields while the runner sends it in the query string, so the
+/// archive is stored untyped and the dependent job gets no `artifacts_file` to download
+/// (ours: `artifacts_flow_from_build_to_test`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vs_gitlab_runner_mock_theirs_loses_the_artifact_type() {
+    let bin = runner_bin().await;
+    let m = GitlabRunnerMock::start().await;
+    let none = [("GIT_STRATEGY", "none")];
+    let mut b = theirs_job(&m, "echo built > out.txt", &none);
+    b.add_artifact_paths(vec!["out.txt".into()]);
+    let build = b.build();
+    let mut b = theirs_job(&m, "cat out.txt", &none);
+    b.dependency(build.clone());
+    let test = b.build();
+    m.enqueue_job(build.clone());
+    m.enqueue_job(test.clone());
+    // One runner (and builds dir) per job: with GIT_STRATEGY none a shared working directory
+    // would still hold out.txt from the first job. Theirs hands out `test` only once `build`
+    // has finished, so the first runner can only take `build`.
+    let mut r = Runner::spawn_at(&bin, m.uri().as_str(), m.runner_token(), 1, &[]);
+    assert_eq!(theirs_finished(&build).await, MockJobState::Success);
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let mut r = Runner::spawn_at(&bin, m.uri().as_str(), m.runner_token(), 1, &[]);
+    let state = theirs_finished(&test).await;
+    assert!(
+        r.wait_exit(Duration::from_secs(30)).await,
+        "runner did not exit"
+    );
+    let arts: Vec<_> = build.uploaded_artifacts().collect();
+    assert_eq!(arts.len(), 1, "{arts:?}");
+    assert!(arts[0].data.starts_with(b"PK"), "not a zip");
+    assert_eq!(arts[0].artifact_type, None);
+    let log = String::from_utf8_lossy(&test.log()).into_owned();
+    eprintln!("stored artifact_type: {:?}", arts[0].artifact_type);
+    for l in log
+        .lines()
+        .filter(|l| l.contains("out.txt") || l.contains("rtifacts"))
+    {
+        eprintln!("  {l}");
+    }
+    assert_eq!(state, MockJobState::Failed, "{log}");
+    assert!(!log.contains("Downloading artifacts"), "{log}");
+    assert!(log.contains("out.txt: No such file"), "{log}");
 }

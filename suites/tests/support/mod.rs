@@ -64,17 +64,22 @@ impl Runner {
         builds: u32,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Runner {
+        Self::spawn_at(bin, &lab.mock.local_url(), token, builds, env)
+    }
+
+    /// [`Runner::spawn_with_env`] against any coordinator URL.
+    pub fn spawn_at(
+        bin: &Path,
+        url: &str,
+        token: &str,
+        builds: u32,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Runner {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = tokio::process::Command::new(bin);
         c.envs(env.iter().copied());
         c.current_dir(dir.path())
-            .args([
-                "run-single",
-                "--url",
-                &lab.mock.local_url(),
-                "--token",
-                token,
-            ])
+            .args(["run-single", "--url", url, "--token", token])
             .args(["--executor", "shell", "--builds-dir"])
             .arg(dir.path().join("builds"))
             .arg("--cache-dir")
