@@ -1475,9 +1475,7 @@ async fn docker_host_service(lab: &Lab) -> Result<Outcome> {
             anyhow::bail!("{}", not_applicable("docker-host-service", lab.executor()))
         }
     };
-    let mut opts = lab.options().clone();
-    opts.extras = extras;
-    let lab2 = Lab::start_with(opts).await?;
+    let lab2 = variant(lab, extras).await?;
     let run = lab2
         .pipeline("docker-host-service")
         .timeout(Duration::from_secs(300))
@@ -1568,9 +1566,7 @@ async fn podman_build(lab: &Lab) -> Result<Outcome> {
     let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
     // A variant of the suite's lab: the runner's container and registration carry the flags.
     let (extras, flags) = pinp_extras(lab.executor(), &pinp);
-    let mut opts = lab.options().clone();
-    opts.extras = extras;
-    let lab2 = Lab::start_with(opts).await?;
+    let lab2 = variant(lab, extras).await?;
     let run = lab2
         .pipeline("go-multistage")
         .timeout(Duration::from_secs(300))
@@ -1651,9 +1647,7 @@ async fn gitconfig_home(lab: &Lab) -> Result<Outcome> {
             format!("PODMAN_RUN_ARGS=--user=1000 --tmpfs={tmpfs}"),
         ]),
     }
-    let mut opts = lab.options().clone();
-    opts.extras = extras;
-    let lab2 = Lab::start_with(opts).await?;
+    let lab2 = variant(lab, extras).await?;
     let run = lab2.pipeline("gitconfig-home").run().await?;
 
     let failed = job_ended(&run, "unwritable-home", "failed")?;
@@ -1767,13 +1761,19 @@ fn registry_pull_extras(mode: Executor) -> (RunnerExtras, String) {
     }
 }
 
+/// A variant of the suite's lab: the same options, the runner's container and registration carrying
+/// `extras`.
+async fn variant(lab: &Lab, extras: RunnerExtras) -> Result<Lab> {
+    let mut opts: LabOptions = lab.options().clone();
+    opts.extras = extras;
+    Lab::start_with(opts).await
+}
+
 /// A private registry under the run id of a variant of the suite's lab with `extras`. Bound as
 /// `let (reg, lab2) = …`, the lab is dropped first (later bindings drop first): the registry then
 /// removes the images pulled from it once no job container uses them.
 async fn registry_lab(lab: &Lab, extras: RunnerExtras) -> Result<(Registry, Lab)> {
-    let mut opts: LabOptions = lab.options().clone();
-    opts.extras = extras;
-    let lab2 = Lab::start_with(opts).await?;
+    let lab2 = variant(lab, extras).await?;
     let reg = Registry::start(lab2.podman(), lab2.images(), lab2.run_id()).await?;
     Ok((reg, lab2))
 }

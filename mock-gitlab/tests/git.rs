@@ -4,37 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::{Lab, fixture, header};
+use common::{Lab, fixture, git, header, ok};
 use mock_gitlab::RunnerSpec;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn git(dir: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/false")
-        .env_remove("GIT_DIR")
-        .output()
-        .await
-        .expect("run git")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "git failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 struct Setup {
     lab: Lab,

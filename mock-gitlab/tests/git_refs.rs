@@ -4,39 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::{Lab, fixture};
+use common::{Lab, fixture, git, ok};
 use mock_gitlab::{PipelineId, RefKind, RunnerSpec, Variable};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "group/merge-request";
-
-async fn git(dir: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "/bin/false")
-        .env_remove("GIT_DIR")
-        .output()
-        .await
-        .expect("run git")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "git failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 /// The value of a payload variable; `None` if it is not sent.
 fn var(job: &Value, key: &str) -> Option<String> {

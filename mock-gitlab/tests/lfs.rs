@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{Lab, fixture};
+use common::{Lab, fixture, ok};
 use mock_gitlab::RunnerSpec;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -36,16 +36,6 @@ async fn git_with(dir: &Path, args: &[&str], global: &Path) -> Output {
         .output()
         .await
         .expect("run git")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "git failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 async fn require_git_lfs() {
