@@ -105,8 +105,14 @@ pub const SUBMODULES_DIR: &str = ".submodules";
 /// branch>/` is overlaid on the fixture's `main` as one commit on the source branch.
 pub const MERGE_REQUESTS_DIR: &str = ".merge-requests";
 
-/// Copy a fixture tree (without `.git`, `.submodules` and `.merge-requests` at any level) and
-/// return the regular files copied, relative to `to` (for the LFS conversion).
+/// A fixture file committed as `.gitattributes` in its directory. Attributes a fixture means for
+/// its project, like `filter=lfs`, would also act on the repository that holds the fixture under
+/// their real name (git-lfs would store runnerlab's own fixture files as pointers).
+pub const FIXTURE_GITATTRIBUTES: &str = "fixture.gitattributes";
+
+/// Copy a fixture tree (without `.git`, `.submodules` and `.merge-requests` at any level, with
+/// `fixture.gitattributes` as `.gitattributes`) and return the regular files copied, relative
+/// to `to` (for the LFS conversion).
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     copy_tree_into(from, to, Path::new(""), &mut files)?;
@@ -127,8 +133,19 @@ fn copy_tree_into(
             continue;
         }
         let src = entry.path();
-        let dst = to.join(&name);
         let ft = entry.file_type()?;
+        let name = if name == FIXTURE_GITATTRIBUTES && !ft.is_dir() {
+            if from.join(".gitattributes").exists() {
+                bail!(
+                    "{}: both .gitattributes and {FIXTURE_GITATTRIBUTES}; merge them into one",
+                    from.display()
+                );
+            }
+            std::ffi::OsString::from(".gitattributes")
+        } else {
+            name
+        };
+        let dst = to.join(&name);
         if ft.is_dir() {
             if dst.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
                 remove_path(&dst)?;
@@ -328,7 +345,7 @@ pub fn create_bare_repo(
         }
         std::fs::write(work.join(".gitmodules"), text)?;
     }
-    let mut lfs_objects = lfs_convert(data_dir, &work, &files, &lfs)?;
+    let mut lfs_objects = lfs_convert(data_dir, fixture_dir, &work, &files, &lfs)?;
     let mut c = git(data_dir);
     c.current_dir(&work)
         .args(["-c", "core.autocrlf=false", "add", "-A"]);
@@ -358,7 +375,7 @@ pub fn create_bare_repo(
         c.current_dir(&work).args(["clean", "-q", "-ffdx"]);
         run(c, "git clean (merge request)")?;
         let files = copy_tree(&dir, &work)?;
-        lfs_objects += lfs_convert(data_dir, &work, &files, &lfs)?;
+        lfs_objects += lfs_convert(data_dir, &dir, &work, &files, &lfs)?;
         if !files.is_empty() {
             // Only the overlay's files: it adds and replaces, never deletes (gitlinks stay).
             let mut c = git(data_dir);
@@ -434,9 +451,17 @@ pub const LFS_POINTER_VERSION: &str = "version https://git-lfs.github.com/spec/v
 
 /// Replace each of `files` (relative to `work`) that `.gitattributes` marks `filter=lfs` by a
 /// Git LFS pointer and keep its content in `store/<sha256>`. Git itself decides which files
-/// match (`git check-attr`), so every pattern git-lfs accepts works. Empty files and files that
-/// already are pointers stay as they are, as git-lfs leaves them. Returns how many were stored.
-fn lfs_convert(home: &Path, work: &Path, files: &[PathBuf], store: &Path) -> anyhow::Result<usize> {
+/// match (`git check-attr`), so every pattern git-lfs accepts works. Empty files stay as they
+/// are, as git-lfs leaves them. A file that already is a pointer is an error unless its object
+/// is stored: GitLab refuses such a push ("LFS objects are missing"), and it is what a fixture
+/// committed through git-lfs looks like in a clone without git-lfs. Returns how many were stored.
+fn lfs_convert(
+    home: &Path,
+    source: &Path,
+    work: &Path,
+    files: &[PathBuf],
+    store: &Path,
+) -> anyhow::Result<usize> {
     use sha2::{Digest, Sha256};
     use std::io::Write;
     if files.is_empty() {
@@ -478,7 +503,27 @@ fn lfs_convert(home: &Path, work: &Path, files: &[PathBuf], store: &Path) -> any
         let rel = String::from_utf8_lossy(file).into_owned();
         let path = work.join(&rel);
         let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-        if bytes.is_empty() || bytes.starts_with(LFS_POINTER_VERSION.as_bytes()) {
+        if bytes.is_empty() {
+            continue;
+        }
+        if bytes.starts_with(LFS_POINTER_VERSION.as_bytes()) {
+            let text = String::from_utf8_lossy(&bytes);
+            let oid = text
+                .lines()
+                .find_map(|l| l.strip_prefix("oid sha256:"))
+                .unwrap_or("");
+            let valid = oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid || !store.join(oid).is_file() {
+                bail!(
+                    "{}: a Git LFS pointer without its content (LFS object {} is missing). \
+                     The fixture must hold the file's content; mock-gitlab makes the pointer. \
+                     If the fixture's own repository stored it through git-lfs, commit the content \
+                     itself: GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null git add --renormalize {}",
+                    source.join(&rel).display(),
+                    if oid.is_empty() { "?" } else { oid },
+                    source.join(&rel).display(),
+                );
+            }
             continue;
         }
         let oid = format!("{:x}", Sha256::digest(&bytes));

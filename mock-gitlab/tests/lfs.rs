@@ -1,4 +1,5 @@
-//! Git LFS: files a fixture's `.gitattributes` marks `filter=lfs` are committed as pointers,
+//! Git LFS: files a fixture's `.gitattributes` (or `fixture.gitattributes`, which runnerlab's
+//! own fixtures use) marks `filter=lfs` are committed as pointers,
 //! and the batch API (job-token Basic auth, like git) hands their contents to the real
 //! `git lfs` client, the way the runner's `git lfs pull` after checkout gets them.
 //!
@@ -11,6 +12,7 @@ use std::process::Output;
 
 use common::{Lab, fixture, ok};
 use mock_gitlab::RunnerSpec;
+use mock_gitlab::git::FIXTURE_GITATTRIBUTES;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -252,8 +254,8 @@ async fn batch_api_answers_like_gitlab() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// LFS files in merge request overlays are stored too; files outside `filter=lfs`, empty LFS
-/// files and pointers a fixture holds itself stay as they are.
+/// LFS files in merge request overlays are stored too; files outside `filter=lfs` and empty LFS
+/// files stay as they are; a pointer whose content the fixture lacks is refused, naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlays_and_edge_cases() {
     require_git_lfs().await;
@@ -263,8 +265,6 @@ async fn overlays_and_edge_cases() {
     std::fs::write(root.join(".gitattributes"), "assets/** filter=lfs\n").unwrap();
     std::fs::create_dir_all(root.join("assets")).unwrap();
     std::fs::write(root.join("assets/empty.dat"), "").unwrap();
-    let own_pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n";
-    std::fs::write(root.join("assets/pointer.dat"), own_pointer).unwrap();
     std::fs::write(root.join("plain.dat"), "plain\n").unwrap();
     let mr = root.join(".merge-requests/1-add-asset/assets");
     std::fs::create_dir_all(&mr).unwrap();
@@ -287,7 +287,6 @@ async fn overlays_and_edge_cases() {
     let mr_sha = &project.merge_requests[0].sha;
     assert!(show(&format!("{mr_sha}:assets/new.dat")).starts_with("version https://git-lfs"));
     assert_eq!(show("main:assets/empty.dat"), "");
-    assert_eq!(show("main:assets/pointer.dat"), own_pointer);
     assert_eq!(show("main:plain.dat"), "plain\n");
     // No temporary files are left in the store.
     let names: Vec<String> = std::fs::read_dir(&store)
@@ -295,4 +294,58 @@ async fn overlays_and_edge_cases() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, [oid(b"asset of the merge request\n")]);
+
+    // A pointer without its content: what a fixture committed through git-lfs looks like in a
+    // clone made without git-lfs.
+    let own_pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:00ab\nsize 1\n";
+    std::fs::write(root.join("assets/pointer.dat"), own_pointer).unwrap();
+    let err = lab.mock.add_project("group/edge2", fx.path()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("assets/pointer.dat: a Git LFS pointer without its content")
+            && msg.contains("00ab")
+            && msg.contains("git add --renormalize"),
+        "{msg}"
+    );
+    std::fs::remove_file(root.join("assets/pointer.dat")).unwrap();
+
+    // The same rule as `fixture.gitattributes` is committed as `.gitattributes`; both at once
+    // is ambiguous.
+    let rules = "assets/** filter=lfs\nplain.dat filter=lfs\n";
+    std::fs::write(root.join(FIXTURE_GITATTRIBUTES), rules).unwrap();
+    let err = lab.mock.add_project("group/edge3", fx.path()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("both .gitattributes and fixture.gitattributes"),
+        "{err:#}"
+    );
+    std::fs::remove_file(root.join(".gitattributes")).unwrap();
+    let project = lab.mock.add_project("group/edge4", fx.path()).unwrap();
+    assert_eq!(
+        project.lfs_objects, 2,
+        "plain.dat and the merge request's asset"
+    );
+    let bare = lab.mock.data_dir().join("repos/group/edge4.git");
+    let o = std::process::Command::new("git")
+        .args(["-C", bare.to_str().unwrap(), "show", "main:.gitattributes"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), rules);
+}
+
+/// runnerlab's own `lfs` fixture holds the file's content in this repository, not a git-lfs
+/// pointer: a clone made without git-lfs must still give mock-gitlab something to store.
+#[test]
+fn the_lfs_fixture_holds_content_in_this_repository() {
+    let file = fixture("lfs").join("data/blob.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&bytes),
+        CONTENT,
+        "{} is not the content (a git-lfs pointer?): see fixtures/projects/lfs/README.md",
+        file.display()
+    );
+    assert!(
+        !fixture("lfs").join(".gitattributes").exists(),
+        "fixtures keep filter=lfs in fixture.gitattributes, or it acts on runnerlab's repository"
+    );
 }
