@@ -89,6 +89,16 @@ pub fn snapshot_filters() -> Vec<(&'static str, &'static str)> {
         // The cache extractor's stderr echo of the "Cache file does not exist" warning kept above
         // it: stdout and stderr interleave differently from run to run.
         (r"(?m)^Failed to extract cache\n", ""),
+        // The cache archiver's and extractor's result lines and their "No URL provided" warning
+        // come on different streams too: the warning goes first.
+        (
+            r"(?m)^Created cache\n(No URL provided, cache will not be uploaded[^\n]*\n)",
+            "${1}Created cache\n",
+        ),
+        (
+            r"(?m)^Successfully extracted cache\n(No URL provided, cache will not be downloaded[^\n]*\n)",
+            "${1}Successfully extracted cache\n",
+        ),
         (r"\brunner-[A-Za-z0-9_]{9}-", "runner-[RUNNER_SHORT_TOKEN]-"),
         // The docker executor's per-job hash in build, helper, cache and service container names.
         (r"(concurrent-\d+)-[0-9a-f]{16}-", "$1-[HASH16]-"),
@@ -231,5 +241,10 @@ mod tests {
             normalize_for_snapshot("--> df5ae422f43\n--> 1a2ce0e6e0f2\n"),
             "--> [SHORT_ID]\n--> [SHORT_ID]\n"
         );
+        // Both orders of the cache lines give the same snapshot.
+        let warning_first = "No URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally.\nCreated cache\nNo URL provided, cache will not be downloaded from shared cache server. Instead a local version of cache will be extracted.\nSuccessfully extracted cache\n";
+        let result_first = "Created cache\nNo URL provided, cache will not be uploaded to shared cache server. Cache will be stored only locally.\nSuccessfully extracted cache\nNo URL provided, cache will not be downloaded from shared cache server. Instead a local version of cache will be extracted.\n";
+        assert_eq!(normalize_for_snapshot(warning_first), warning_first);
+        assert_eq!(normalize_for_snapshot(result_first), warning_first);
     }
 }
