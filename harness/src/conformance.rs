@@ -530,15 +530,19 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
     };
     // Modes run side by side, `parallel` at a time: a case mostly waits (for the runner, for
     // containers), so two labs on two cores take little longer than one.
+    // The `hello` job's cost is measured alone (see `Quiet`): the other modes' cases wait.
+    let quiet = Quiet::default();
     let per_mode: Vec<ModeResults> = {
         use futures_util::StreamExt;
-        let (selected, out, bar, say) = (&selected, &out, &bar, &say);
-        let mut runs =
-            futures_util::stream::iter(opts.modes.iter().enumerate())
-                .map(|(i, mode)| async move {
-                    (i, run_mode(*mode, selected, opts, out, bar, say).await)
-                })
-                .buffer_unordered(opts.parallel.max(1));
+        let (selected, out, bar, say, quiet) = (&selected, &out, &bar, &say, &quiet);
+        let mut runs = futures_util::stream::iter(opts.modes.iter().enumerate())
+            .map(|(i, mode)| async move {
+                (
+                    i,
+                    run_mode(*mode, selected, opts, out, bar, say, quiet).await,
+                )
+            })
+            .buffer_unordered(opts.parallel.max(1));
         let mut done = Vec::new();
         while let Some((i, r)) = runs.next().await {
             done.push((i, r?));
@@ -585,6 +589,13 @@ type ModeResults = (
     Option<crate::report::ModeCost>,
 );
 
+/// Modes run side by side, but a job's cost measured while other labs start containers says
+/// more about the load than about the executor (a `hello` docker job took 15.9 s instead of
+/// 6.8 s so). Lab starts and cases hold a read lock; the `hello` case and the floors measured
+/// after it hold the write lock, so they run alone (tokio's lock is fair: queued cases wait).
+#[derive(Default)]
+struct Quiet(tokio::sync::RwLock<()>);
+
 /// Every applicable case of `selected` in one mode, on one lab.
 async fn run_mode(
     mode: Executor,
@@ -593,6 +604,7 @@ async fn run_mode(
     out: &std::path::Path,
     bar: &indicatif::ProgressBar,
     say: &(dyn Fn(String) + Sync),
+    quiet: &Quiet,
 ) -> Result<ModeResults> {
     use crate::report::{CaseResult, Status};
     let mut results = Vec::new();
@@ -618,7 +630,11 @@ async fn run_mode(
     let mut lopts = crate::lab::LabOptions::new(mode);
     lopts.runner = opts.runner.clone();
     lopts.runner_on_host = opts.runner_on_host;
-    let lab = match crate::lab::Lab::start_with(lopts).await {
+    let started = {
+        let _shared = quiet.0.read().await;
+        crate::lab::Lab::start_with(lopts).await
+    };
+    let lab = match started {
         Ok(l) => l,
         Err(e) => {
             for c in applicable {
@@ -642,6 +658,13 @@ async fn run_mode(
         let since = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        let measured = c.name == "hello";
+        // Held until the case (and, for `hello`, the floors after it) is done.
+        let (_shared, _alone) = if measured {
+            (None, Some(quiet.0.write().await))
+        } else {
+            (Some(quiet.0.read().await), None)
+        };
         let t = Instant::now();
         bar.set_message(format!("{mode} {}", c.name));
         let res = (c.run)(&lab).await;
@@ -657,7 +680,7 @@ async fn run_mode(
                 if let Some(r) = &o.run {
                     outputs.push((c.name, mode.name(), job_output(r)));
                     overheads.extend(r.jobs.iter().filter_map(job_overhead_s));
-                    if c.name == "hello" && o.finding.is_none() {
+                    if measured && o.finding.is_none() {
                         trivial = trivial_job_cost(&lab, r, &since).await;
                     }
                 }
@@ -710,7 +733,10 @@ async fn run_mode(
             detail,
         });
     }
-    let removed = lab.shutdown().await?;
+    let removed = {
+        let _shared = quiet.0.read().await;
+        lab.shutdown().await?
+    };
     tracing::debug!("removed {removed}");
     let cost = (!overheads.is_empty()).then(|| crate::report::ModeCost {
         mode: mode.name().into(),

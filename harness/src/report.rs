@@ -301,7 +301,7 @@ impl Report {
                 "\n## Job cost\n\nWhat runner, executor and Podman add to a job: the median of (handed to the runner → finished) \
                  − `step_script` over every job of the mode, and the `hello` job against the floor of a \
                  container here (`podman run --rm`, and the same container through the compat API), measured \
-                 side by side in this run.\n\n| mode | jobs | median overhead | hello e2e | containers | CLI floor | API floor | e2e / (containers × CLI floor) | e2e / (containers × API floor) |\n|---|---|---|---|---|---|---|---|---|\n",
+                 side by side in this run while the other modes' cases waited.\n\n| mode | jobs | median overhead | hello e2e | containers | CLI floor | API floor | e2e / (containers × CLI floor) | e2e / (containers × API floor) |\n|---|---|---|---|---|---|---|---|---|\n",
             );
             let f = |x: Option<f64>, unit: &str| {
                 x.map(|x| format!("{x:.2}{unit}"))
