@@ -512,16 +512,16 @@ fn lfs_convert(
                 .lines()
                 .find_map(|l| l.strip_prefix("oid sha256:"))
                 .unwrap_or("");
-            let valid = oid.len() == 64 && oid.bytes().all(|b| b.is_ascii_hexdigit());
-            if !valid || !store.join(oid).is_file() {
+            if !is_oid(oid) || !store.join(oid).is_file() {
+                let src = source.join(&rel);
                 bail!(
-                    "{}: a Git LFS pointer without its content (LFS object {} is missing). \
+                    "{0}: a Git LFS pointer without its content (LFS object {1} is missing). \
                      The fixture must hold the file's content; mock-gitlab makes the pointer. \
-                     If the fixture's own repository stored it through git-lfs, commit the content \
-                     itself: GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null git add --renormalize {}",
-                    source.join(&rel).display(),
+                     If the fixture's own repository stored it through git-lfs, move the fixture's \
+                     filter=lfs rules to {FIXTURE_GITATTRIBUTES} and commit the content itself: \
+                     GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null git add --renormalize {0}",
+                    src.display(),
                     if oid.is_empty() { "?" } else { oid },
-                    source.join(&rel).display(),
                 );
             }
             continue;

@@ -275,8 +275,9 @@ async fn overlays_and_edge_cases() {
     let store = lab.mock.data_dir().join("lfs/group/edge");
     let stored = std::fs::read(store.join(oid(b"asset of the merge request\n"))).unwrap();
     assert_eq!(stored, b"asset of the merge request\n");
-    let bare = lab.mock.data_dir().join("repos/group/edge.git");
-    let show = |rev: &str| {
+    // `git show REV` in the bare repository of project `group/<name>`.
+    let show_in = |name: &str, rev: &str| {
+        let bare = lab.mock.data_dir().join(format!("repos/group/{name}.git"));
         let o = std::process::Command::new("git")
             .args(["-C", bare.to_str().unwrap(), "show", rev])
             .output()
@@ -284,6 +285,7 @@ async fn overlays_and_edge_cases() {
         assert!(o.status.success(), "{rev}");
         String::from_utf8(o.stdout).unwrap()
     };
+    let show = |rev: &str| show_in("edge", rev);
     let mr_sha = &project.merge_requests[0].sha;
     assert!(show(&format!("{mr_sha}:assets/new.dat")).starts_with("version https://git-lfs"));
     assert_eq!(show("main:assets/empty.dat"), "");
@@ -324,12 +326,7 @@ async fn overlays_and_edge_cases() {
         project.lfs_objects, 2,
         "plain.dat and the merge request's asset"
     );
-    let bare = lab.mock.data_dir().join("repos/group/edge4.git");
-    let o = std::process::Command::new("git")
-        .args(["-C", bare.to_str().unwrap(), "show", "main:.gitattributes"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), rules);
+    assert_eq!(show_in("edge4", "main:.gitattributes"), rules);
 }
 
 /// runnerlab's own `lfs` fixture holds the file's content in this repository, not a git-lfs
