@@ -144,6 +144,14 @@ fn reap_socket_dirs(user: &crate::podman::LabUser, all: bool) {
     }
 }
 
+/// Whether `pid` exists and has not exited: a zombie waits only for its parent to reap it.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.get(s.rfind(')')? + 2..)?.starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
 /// Stop every `podman system service` listening on a socket under `dir`, and every runner on the
 /// host run from a binary under it (SIGTERM, then SIGKILL).
 fn stop_services_in(dir: &std::path::Path) {
@@ -169,11 +177,7 @@ fn stop_services_in(dir: &std::path::Path) {
         })
         .collect();
     for (sig, wait) in [(libc::SIGTERM, 50), (libc::SIGKILL, 20)] {
-        let alive: Vec<i32> = pids
-            .iter()
-            .copied()
-            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-            .collect();
+        let alive: Vec<i32> = pids.iter().copied().filter(|p| running(*p)).collect();
         if alive.is_empty() {
             return;
         }
@@ -185,13 +189,37 @@ fn stop_services_in(dir: &std::path::Path) {
         }
         // Poll (up to wait × 100 ms) until they are gone.
         for _ in 0..wait {
-            if alive
-                .iter()
-                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-            {
+            if !alive.iter().any(|p| running(*p)) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::running;
+
+    /// An exited child its parent has not reaped yet is a zombie: stopping it is done.
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let pid = exited.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(running(live.id() as i32));
+        let _ = live.kill();
+        let _ = live.wait();
+        exited.wait().unwrap();
+        assert!(!running(pid));
     }
 }

@@ -120,6 +120,20 @@ async fn the_reaper_stops_the_host_runner_of_a_dead_run() -> anyhow::Result<()> 
         .arg(&bin)
         .arg("300")
         .spawn()?;
+    // The reaper knows a host runner by its binary's path in argv[0]: until setpriv has exec'd it,
+    // the child is the test or setpriv, and nothing says it is the dead run's runner.
+    let cmdline = format!("/proc/{}/cmdline", runner.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read(&cmdline)
+        .unwrap_or_default()
+        .starts_with(bin.to_string_lossy().as_bytes())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in runner did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     reaper::reap_dead(std::slice::from_ref(&podman));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let status = loop {
