@@ -197,11 +197,7 @@ pub fn kill_now(pid: u32) {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim().chars().next());
-        if matches!(state, None | Some('Z') | Some('X')) {
+        if !crate::podman::process_running(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -609,12 +609,28 @@ pub fn owner_tag() -> String {
     format!("{pid}:{}", process_start_time(pid).unwrap_or(0))
 }
 
+/// The fields of /proc/PID/stat after the command name, from field 3 (state) on: the name may
+/// contain spaces and parentheses; the fields after its last closing parenthesis are plain.
+fn stat_after_comm(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.get(stat.rfind(')')? + 2..)?.to_owned())
+}
+
 /// Field 22 of /proc/PID/stat (start time in clock ticks since boot).
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields after the closing parenthesis are plain.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_after_comm(pid)?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` exists and has not exited: a zombie (or dead) process only waits for its parent
+/// to reap it, so a process stopped by a signal counts as gone as soon as it exits.
+pub fn process_running(pid: u32) -> bool {
+    stat_after_comm(pid)
+        .and_then(|r| r.chars().next())
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
 }
 
 /// Whether the process described by an owner tag is still alive.
@@ -631,6 +647,28 @@ pub fn owner_alive(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An exited child its parent has not reaped yet is a zombie: stopping it is done.
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut exited = std::process::Command::new("true").spawn().unwrap();
+        let pid = exited.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(process_running(live.id()));
+        let _ = live.kill();
+        let _ = live.wait();
+        exited.wait().unwrap();
+        assert!(!process_running(pid));
+    }
 
     #[test]
     fn inventory_matches_any_label_by_key_and_value() {

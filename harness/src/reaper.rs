@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use anyhow::Result;
 
-use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_alive};
+use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_alive, process_running};
 
 /// Run ids found in a store, with the owner tags their resources carry. Resources made by others on
 /// the run's behalf (a job container of the custom executor, say) may carry the run label only.
@@ -144,14 +144,6 @@ fn reap_socket_dirs(user: &crate::podman::LabUser, all: bool) {
     }
 }
 
-/// Whether `pid` exists and has not exited: a zombie waits only for its parent to reap it.
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| Some(s.get(s.rfind(')')? + 2..)?.starts_with('Z')))
-        .is_some_and(|zombie| !zombie)
-}
-
 /// Stop every `podman system service` listening on a socket under `dir`, and every runner on the
 /// host run from a binary under it (SIGTERM, then SIGKILL).
 fn stop_services_in(dir: &std::path::Path) {
@@ -159,9 +151,9 @@ fn stop_services_in(dir: &std::path::Path) {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return;
     };
-    let pids: Vec<i32> = rd
+    let pids: Vec<u32> = rd
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<String> = cmd
@@ -177,49 +169,26 @@ fn stop_services_in(dir: &std::path::Path) {
         })
         .collect();
     for (sig, wait) in [(libc::SIGTERM, 50), (libc::SIGKILL, 20)] {
-        let alive: Vec<i32> = pids.iter().copied().filter(|p| running(*p)).collect();
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| process_running(*p))
+            .collect();
         if alive.is_empty() {
             return;
         }
         for p in &alive {
             // SAFETY: kill(2) on pids we just found serving this dead run's socket or directory.
             unsafe {
-                libc::kill(*p, sig);
+                libc::kill(*p as i32, sig);
             }
         }
         // Poll (up to wait × 100 ms) until they are gone.
         for _ in 0..wait {
-            if !alive.iter().any(|p| running(*p)) {
+            if !alive.iter().any(|p| process_running(*p)) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::running;
-
-    /// An exited child its parent has not reaped yet is a zombie: stopping it is done.
-    #[test]
-    fn a_zombie_is_not_running() {
-        let mut live = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let mut exited = std::process::Command::new("true").spawn().unwrap();
-        let pid = exited.id() as i32;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while running(pid) {
-            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
-        assert!(running(live.id() as i32));
-        let _ = live.kill();
-        let _ = live.wait();
-        exited.wait().unwrap();
-        assert!(!running(pid));
     }
 }
