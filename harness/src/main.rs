@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use runnerlab::executor::Executor;
 use runnerlab::forge::runner::{GetOptions, HelperSource, Source};
-use runnerlab::lab::Executor;
 use runnerlab::{bench, conformance, forge, host, podman, reaper, redact, soak};
 
 #[derive(Parser)]
@@ -310,7 +310,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 parallel,
                 runner_on_host,
             };
-            if runner_on_host && opts.modes != [Executor::Docker] {
+            if runner_on_host && opts.modes.iter().any(|m| !m.mode().runs_on_host()) {
                 bail!(
                     "--runner-on-host is a docker-executor deployment: add `-e docker`\n  \
                      (shell and custom modes always run the runner in a container)"
@@ -349,7 +349,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 return Ok(true);
             }
             if pinp {
-                let report = runnerlab::bench_pinp::run(&modes, jobs, &runner.options()?).await?;
+                let report = runnerlab::bench::pinp::run(&modes, jobs, &runner.options()?).await?;
                 print!("{report}");
                 let out = runnerlab::paths::run_output_dir(&format!(
                     "bench-pinp-{}",

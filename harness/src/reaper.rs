@@ -7,7 +7,9 @@ use std::process::Stdio;
 
 use anyhow::Result;
 
-use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_alive, process_running};
+use crate::engine::podman::{
+    OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_alive, process_running,
+};
 
 /// Run ids found in a store, with the owner tags their resources carry. Resources made by others on
 /// the run's behalf (a job container of the custom executor, say) may carry the run label only.
@@ -103,11 +105,11 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
             }
         }
     }
-    crate::loopstore::reap(all);
+    crate::soak::loopstore::reap(all);
     for s in stores {
         if let Some(u) = s.user() {
             reap_socket_dirs(u, all);
-            crate::registry::reap_trust_dirs(u, all);
+            crate::lab::registry::reap_trust_dirs(u, all);
         }
         let Ok(found) = runs(s) else { continue };
         for (run, owners) in found {
@@ -125,7 +127,7 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
 
 /// Remove the per-lab API socket directories (`/run/user/<uid>/podman/rl-…/`) of dead runs: each
 /// holds an `owner` file with its run's owner tag.
-fn reap_socket_dirs(user: &crate::podman::LabUser, all: bool) {
+fn reap_socket_dirs(user: &crate::engine::podman::LabUser, all: bool) {
     let Ok(rd) = std::fs::read_dir(user.runtime_dir().join("podman")) else {
         return;
     };

@@ -8,8 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::{Progress, lock, sha256_str};
+use crate::engine::podman::{INPUT_LABEL, Podman, is_root};
 use crate::paths;
-use crate::podman::{INPUT_LABEL, Podman, is_root};
 
 /// What goes into the base image. Its hash names the image, so a change rebuilds it.
 #[derive(Clone, Debug)]
@@ -61,11 +61,7 @@ impl BaseRecipe {
 
 /// The stores the lab builds into: the rootless lab store always, the rootful one when root.
 pub fn stores() -> Result<Vec<Podman>> {
-    let mut v = vec![Podman::lab()?];
-    if is_root() {
-        v.push(Podman::rootful());
-    }
-    Ok(v)
+    crate::engine::stores(&crate::engine::host())
 }
 
 /// Make sure the base image exists in every store; returns its tag.

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use super::runner::ForgedRunner;
 use super::{Progress, sha256_file, sha256_str, sha256_tree};
+use crate::engine::podman::{INPUT_LABEL, Podman};
 use crate::paths;
-use crate::podman::{INPUT_LABEL, Podman};
 
 /// Tags of the lab images for one runner.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use super::images::{LabImages, build_one};
 use super::runner::ForgedRunner;
 use super::sha256_str;
+use crate::engine::podman::{LabUser, Podman, is_root};
 use crate::paths;
-use crate::podman::{LabUser, Podman, is_root};
 
 /// The job image with podman inside.
 pub const JOB_IMAGE: &str = "localhost/runnerlab/pinp:latest";

@@ -10,8 +10,8 @@ use anyhow::Result;
 
 use super::images::{LabImages, build_one};
 use super::{sha256_str, sha256_tree};
+use crate::engine::podman::{INPUT_LABEL, Podman};
 use crate::paths;
-use crate::podman::{INPUT_LABEL, Podman};
 
 /// The seed image (local tag; the registry holds it as `runnerlab/seed:latest`).
 pub const SEED_IMAGE: &str = "localhost/runnerlab/registry-seed:latest";

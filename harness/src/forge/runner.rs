@@ -20,8 +20,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{Progress, lock, sha256_file, sha256_str, sha256_tree, walk};
+use crate::engine::podman::Podman;
 use crate::paths;
-use crate::podman::Podman;
 
 /// One row of `fixtures/runner-versions.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -583,12 +583,16 @@ async fn extract_binary(
         .text([
             "create",
             "--label",
-            &format!("{}=forge-{}", crate::podman::RUN_LABEL, std::process::id()),
+            &format!(
+                "{}=forge-{}",
+                crate::engine::podman::RUN_LABEL,
+                std::process::id()
+            ),
             "--label",
             &format!(
                 "{}={}",
-                crate::podman::OWNER_LABEL,
-                crate::podman::owner_tag()
+                crate::engine::podman::OWNER_LABEL,
+                crate::engine::podman::owner_tag()
             ),
             reference,
         ])

@@ -4,8 +4,8 @@
 use anyhow::Result;
 
 use super::images::{LabImages, build_one};
+use crate::engine::podman::Podman;
 use crate::paths;
-use crate::podman::Podman;
 
 /// Debian's redis-server on the forged base; also the job image (it has `redis-cli`).
 pub const REDIS_IMAGE: &str = "localhost/runnerlab/redis:latest";

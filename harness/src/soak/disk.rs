@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::podman::{Podman, owner_tag};
 use crate::forge::runner::GetOptions;
 use crate::lab::{Executor, Lab, LabOptions};
-use crate::loopstore::LoopStore;
-use crate::podman::{Podman, owner_tag};
+use crate::soak::loopstore::LoopStore;
 
 pub const PROJECT: &str = "disk-fill";
 

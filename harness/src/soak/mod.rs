@@ -9,7 +9,9 @@
 //! is the curve people look at. Output: `target/runnerlab/soak-<run>/` (see [`render`]).
 
 pub mod disk;
+pub mod loopstore;
 pub mod render;
+pub mod sampler;
 pub mod verdict;
 
 use std::collections::BTreeMap;
@@ -20,10 +22,10 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::engine::podman::Podman;
 use crate::forge::runner::GetOptions;
 use crate::lab::{Executor, Lab, LabOptions};
-use crate::podman::Podman;
-use crate::sampler::{self, GroupStat, ProcSampler, Sampled, StoreCounts, StorePaths, Targets};
+use sampler::{GroupStat, ProcSampler, Sampled, StoreCounts, StorePaths, Targets};
 use verdict::{Rule, Verdict};
 
 /// The fixture project every build runs.
@@ -207,7 +209,7 @@ pub fn metric_points(m: &ModeSoak) -> Vec<(&'static Metric, Vec<(f64, f64)>)> {
     };
     METRICS
         .iter()
-        .filter(|x| x.modes.contains(&mode))
+        .filter(|x| !x.api_only || mode.mode().uses_api_service())
         .map(|metric| {
             let pts = m
                 .readings
@@ -259,16 +261,13 @@ pub struct Metric {
     pub scope: Scope,
     /// `None` when the reading has no value (store counts are taken every few builds).
     pub get: fn(&PerBuild) -> Option<f64>,
-    /// Modes the metric means something in.
-    pub modes: &'static [Executor],
+    /// Whether the metric means something only in modes with an API service (its process).
+    pub api_only: bool,
 }
 
 fn g(r: &PerBuild, group: &str, f: fn(&GroupStat) -> u64) -> Option<f64> {
     r.groups.get(group).map(|s| f(s) as f64)
 }
-
-const ALL: &[Executor] = &Executor::ALL;
-const API: &[Executor] = &[Executor::Docker, Executor::Custom];
 
 /// What is judged. Thresholds: small enough that one leaked object per build fails clearly, large
 /// enough that a Go heap settling or page-cache noise over 100 builds does not.
@@ -282,7 +281,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "runner", |s| s.rss_kib),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -293,7 +292,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "runner", |s| s.fds),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -305,7 +304,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "runner", |s| s.threads),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -316,7 +315,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "podman-api", |s| s.rss_kib),
-        modes: API,
+        api_only: true,
     },
     Metric {
         rule: Rule {
@@ -327,7 +326,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "podman-api", |s| s.sockets),
-        modes: API,
+        api_only: true,
     },
     Metric {
         rule: Rule {
@@ -338,7 +337,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| g(r, "podman-api", |s| s.zombies),
-        modes: API,
+        api_only: true,
     },
     Metric {
         rule: Rule {
@@ -349,7 +348,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| g(r, "user", |s| s.procs),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -360,7 +359,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| g(r, "user", |s| s.rss_kib),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -371,7 +370,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| g(r, "conmon", |s| s.procs),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -382,7 +381,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| g(r, "user", |s| s.zombies),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -393,7 +392,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| Some(r.lab.containers as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -404,7 +403,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| Some(r.lab.volumes as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -415,7 +414,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Lab,
         get: |r| Some(r.lab.networks as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -426,7 +425,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| r.store.as_ref().map(|s| s.containers as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -437,7 +436,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| r.store.as_ref().map(|s| s.volumes as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -448,7 +447,7 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| r.store.as_ref().map(|s| s.networks as f64),
-        modes: ALL,
+        api_only: false,
     },
     Metric {
         rule: Rule {
@@ -459,59 +458,12 @@ pub const METRICS: &[Metric] = &[
         },
         scope: Scope::Host,
         get: |r| r.store.as_ref().map(|s| s.graphroot_kib as f64),
-        modes: ALL,
+        api_only: false,
     },
 ];
 
 /// A growth this Podman/runner combination is known to show: reported as a known finding with its
 /// explanation instead of failing the soak (and flagged when it stops reproducing).
-pub struct KnownGrowth {
-    pub mode: Executor,
-    pub metric: &'static str,
-    pub why: &'static str,
-}
-
-const SLIRP_ZOMBIES: &str = "Podman 4.3.1's API service never waits for the slirp4netns of containers \
-    on the default rootless network (the docker executor's helper containers): six zombies per build here, \
-    until the service restarts (podman #9777). They count against the user's process limit; restart the \
-    service now and then, or use pasta (Podman ≥ 4.4)";
-const EXEC_CONMONS: &str = "every `podman exec` through the API leaves its conmon for 5 minutes \
-    (containers.conf `exit_command_delay`, podman #15377/#16431): about 12 per custom-executor build here, \
-    ~1.5 MiB each; bounded by the builds of the last 5 minutes (the curve flattens after ~95 builds at 3 s \
-    each). Lower `exit_command_delay` where builds are frequent";
-
-pub const KNOWN: &[KnownGrowth] = &[
-    KnownGrowth {
-        mode: Executor::Docker,
-        metric: "podman-api.zombies",
-        why: SLIRP_ZOMBIES,
-    },
-    KnownGrowth {
-        mode: Executor::Docker,
-        metric: "user.zombies",
-        why: SLIRP_ZOMBIES,
-    },
-    KnownGrowth {
-        mode: Executor::Docker,
-        metric: "user.procs",
-        why: SLIRP_ZOMBIES,
-    },
-    KnownGrowth {
-        mode: Executor::Custom,
-        metric: "conmon.procs",
-        why: EXEC_CONMONS,
-    },
-    KnownGrowth {
-        mode: Executor::Custom,
-        metric: "user.procs",
-        why: EXEC_CONMONS,
-    },
-    KnownGrowth {
-        mode: Executor::Custom,
-        metric: "user.rss",
-        why: EXEC_CONMONS,
-    },
-];
 
 /// Build-duration drift: the median of the last fifth of the builds against the first fifth (after
 /// warm-up) may grow by this fraction. Medians, not a fitted slope: a few builds slowed by other
@@ -548,7 +500,7 @@ fn drift_verdict(mode: &str, pts: &[(f64, f64)]) -> Verdict {
 
 /// Run a soak and write its report. Returns the report (also when verdicts fail).
 pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
-    if opts.leak && opts.executors.iter().any(|e| *e != Executor::Custom) {
+    if opts.leak && opts.executors.iter().any(|e| !e.mode().has_leak_switch()) {
         bail!(
             "--leak switches on a leak in the custom executor's cleanup script, which only the custom \
              mode runs\n  fix: add `-e custom` (and no other mode) to use --leak"
@@ -806,7 +758,7 @@ async fn soak_mode(
         builds.push(build);
         let count_store = n % opts.store_every.max(1) == 0 || n == opts.builds || n == 1;
         readings.push(reading(&lab, ctx, n, count_store).await?);
-        if opts.restart_api_after == Some(n) && mode != Executor::Shell {
+        if opts.restart_api_after == Some(n) && mode.mode().uses_api_service() {
             let gone = lab.restart_api().await?;
             sampler.set_targets(Targets {
                 runner: Some(lab.runner_pid().await?),
@@ -999,10 +951,12 @@ pub fn judge_all(modes: &[ModeSoak], builds: &[Build], shared_host: bool) -> Vec
 /// Mark failing verdicts that are known growths, and known growths that no longer reproduce.
 fn apply_known(verdicts: &mut [Verdict]) {
     for v in verdicts.iter_mut() {
-        let Some(k) = KNOWN
-            .iter()
-            .find(|k| k.mode.to_string() == v.mode && k.metric == v.metric)
-        else {
+        let Some(k) = v.mode.parse::<Executor>().ok().and_then(|m| {
+            m.mode()
+                .known_growths()
+                .iter()
+                .find(|k| k.metric == v.metric)
+        }) else {
             continue;
         };
         if !v.pass {

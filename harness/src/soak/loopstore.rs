@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::podman::{LabUser, Podman, is_root};
+use crate::engine::podman::{LabUser, Podman, is_root};
 
 /// Where loop stores live: `/var/tmp/runnerlab-loop/<run id>/{image,mnt,owner}`.
 const BASE: &str = "/var/tmp/runnerlab-loop";
@@ -181,7 +181,7 @@ pub fn reap(all: bool) {
     };
     for e in rd.flatten() {
         let owner = std::fs::read_to_string(e.path().join("owner")).unwrap_or_default();
-        if all || !crate::podman::owner_alive(owner.trim()) {
+        if all || !crate::engine::podman::owner_alive(owner.trim()) {
             let runroot = std::fs::read_to_string(e.path().join("runroot")).ok();
             remove(&e.path(), runroot.as_deref().map(Path::new));
         }

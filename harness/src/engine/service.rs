@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 
-use crate::podman::Podman;
+use crate::engine::podman::Podman;
 
 /// A running API service; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct ApiService {

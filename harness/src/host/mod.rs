@@ -11,8 +11,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::engine::podman::{LabUser, Podman, is_root};
 use crate::paths;
-use crate::podman::{LabUser, Podman, is_root};
 
 /// Debian packages the lab needs on the host. iptables is only a "Suggests" of podman, yet without
 /// it every rootful run on the default bridge fails inside netavark.

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::bench::Stats;
+use crate::engine::podman::Podman;
 use crate::forge::runner::GetOptions;
 use crate::lab::{Executor, Lab, LabOptions, new_run_id};
-use crate::podman::Podman;
 
 const PROJECT: &str = "go-multistage";
 
@@ -40,7 +40,7 @@ pub struct PinpBench {
 async fn host_build(podman: &Podman, context: &std::path::Path) -> Result<f64> {
     let id = new_run_id();
     let tag = format!("localhost/runnerlab-bench/playground:{id}");
-    let label = format!("{}={id}", crate::podman::RUN_LABEL);
+    let label = format!("{}={id}", crate::engine::podman::RUN_LABEL);
     let ctx = context.to_string_lossy();
     let t = Instant::now();
     let res = podman

@@ -6,6 +6,8 @@
 //! - set-up: the runner forge warm (cache hit) and `Lab::start` warm; the cold forge time recorded
 //!   in the cached build's provenance.
 
+pub mod pinp;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -146,7 +148,7 @@ async fn podman_floor_once(lab: &Lab) -> Result<f64> {
             "--network",
             "none",
             "--label",
-            &format!("{}={}", crate::podman::RUN_LABEL, lab.run_id()),
+            &format!("{}={}", crate::engine::podman::RUN_LABEL, lab.run_id()),
             crate::forge::base::LATEST,
             "true",
         ])
@@ -158,8 +160,8 @@ async fn podman_floor_once(lab: &Lab) -> Result<f64> {
 /// machine: `podman run --rm` on the command line and, when the lab has an API socket and runs the
 /// docker executor, the same container through the compat API (see [`api_floor_once`]).
 pub async fn measure_floors(lab: &Lab, n: usize) -> Result<(Stats, Option<ApiFloor>)> {
-    let docker = match (lab.executor(), lab.api_socket()) {
-        (Executor::Docker, Some(sock)) => Some(bollard::Docker::connect_with_unix(
+    let docker = match (lab.executor().mode().has_api_floor(), lab.api_socket()) {
+        (true, Some(sock)) => Some(bollard::Docker::connect_with_unix(
             &sock.to_string_lossy(),
             60,
             bollard::API_DEFAULT_VERSION,
@@ -195,7 +197,11 @@ pub(crate) async fn containers_started(lab: &Lab, since: &str) -> Result<usize> 
             "--filter",
             "event=start",
             "--filter",
-            &format!("label={}={}", crate::podman::RUN_LABEL, lab.run_id()),
+            &format!(
+                "label={}={}",
+                crate::engine::podman::RUN_LABEL,
+                lab.run_id()
+            ),
             "--format",
             "{{.Name}}",
         ])
@@ -228,7 +234,13 @@ async fn api_floor_once(docker: &bollard::Docker, run_id: &str, i: usize) -> Res
     let body = ContainerCreateBody {
         image: Some(crate::forge::base::LATEST.into()),
         cmd: Some(vec!["true".into()]),
-        labels: Some([(crate::podman::RUN_LABEL.to_owned(), run_id.to_owned())].into()),
+        labels: Some(
+            [(
+                crate::engine::podman::RUN_LABEL.to_owned(),
+                run_id.to_owned(),
+            )]
+            .into(),
+        ),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             ..Default::default()
@@ -295,21 +307,19 @@ async fn bench_mode(
     lopts.runner = runner_opts.clone();
     let lab = Lab::start_with(lopts).await?;
     let lab_start_warm_s = secs(lab.started_in());
-    // Docker mode also without a network per build: GitLab's Podman docs turn it on, and its
-    // cost per container is the bridge's set-up and teardown.
-    let variants: &[Option<(&str, &str)>] = match mode {
-        Executor::Docker => &[None, Some(("FF_NETWORK_PER_BUILD", "false"))],
-        _ => &[None],
-    };
+    // The default configuration, then the mode's variants (docker: without a network per build).
+    let variants: Vec<Option<(&str, &str)>> = std::iter::once(None)
+        .chain(mode.mode().bench_variants().iter().map(|&v| Some(v)))
+        .collect();
     let mut rows = Vec::new();
     for variant in variants {
-        let w = bench_window(&lab, mode, jobs, *variant).await?;
+        let w = bench_window(&lab, mode, jobs, variant).await?;
         rows.push((variant, w));
     }
     // After the windows, so that the floors' own containers are not counted.
     // The docker lab measures both floors in turns (its API floor needs the socket), replacing a
     // CLI floor an earlier lab took; otherwise the first lab measures the CLI floor.
-    if floors.cli.is_none() || (mode == Executor::Docker && floors.api.is_none()) {
+    if floors.cli.is_none() || (mode.mode().has_api_floor() && floors.api.is_none()) {
         eprintln!("runnerlab bench: container floors (7 runs)");
         let (cli, api) = measure_floors(&lab, 7).await?;
         floors.cli = Some(cli);
@@ -338,8 +348,8 @@ async fn bench_mode(
             executor: mode.name().into(),
             variant: variant.map(|(k, v)| format!("{k}={v}")).unwrap_or_default(),
             floor_ratio: floors.cli.as_ref().and_then(|f| ratio(f.p50)),
-            api_floor_ratio: match (mode, &floors.api) {
-                (Executor::Docker, Some(a)) => ratio(a.lifecycle_s.p50),
+            api_floor_ratio: match (mode.mode().has_api_floor(), &floors.api) {
+                (true, Some(a)) => ratio(a.lifecycle_s.p50),
                 _ => None,
             },
             e2e_wall_s: wall,
@@ -520,7 +530,7 @@ async fn fleet_round(
     runners: usize,
     runner_opts: &GetOptions,
 ) -> Result<FleetRound> {
-    use crate::fleet::{Fleet, FleetOptions, RunnerSpec};
+    use crate::lab::fleet::{Fleet, FleetOptions, RunnerSpec};
     let specs = (1..=runners)
         .map(|i| RunnerSpec::new(&format!("runner-{i}")))
         .collect();

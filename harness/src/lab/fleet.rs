@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use mock_gitlab::MockGitlab;
 
+use crate::engine::podman::{Podman, Resources};
 use crate::forge::runner::GetOptions;
 use crate::lab::{Executor, InstanceSpec, PipelineBuilder, RunCore, RunnerExtras};
-use crate::podman::{Podman, Resources};
 
 pub use crate::lab::RunnerInstance;
 
@@ -156,7 +156,7 @@ impl Fleet {
     pub async fn start(opts: FleetOptions) -> Result<Fleet> {
         check_specs(&opts.runners)?;
         let t0 = Instant::now();
-        let mut core = RunCore::start(None, &opts.runner).await?;
+        let mut core = RunCore::start(&crate::engine::host(), None, &opts.runner).await?;
         // Launched one after the other (register is a short container each); they come up in
         // parallel while the next is launched, so the polls below mostly wait once.
         for s in &opts.runners {
@@ -218,7 +218,7 @@ impl Fleet {
 
     /// What of `inv` belongs to this fleet (its run label, and what its runners made with GitLab's
     /// labels only).
-    pub fn own(&self, inv: &crate::podman::Inventory) -> Resources {
+    pub fn own(&self, inv: &crate::engine::podman::Inventory) -> Resources {
         self.core.own(inv)
     }
 

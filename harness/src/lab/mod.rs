@@ -13,63 +13,26 @@
 //! dropped — also while a test panics. A run whose owner died without dropping (SIGKILL) is removed
 //! by the reaper the next time any lab starts.
 
+pub mod fleet;
+pub mod registry;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use mock_gitlab::{CreatedRunner, JobRecord, MockGitlab, PipelineRecord, RunnerSpec};
 
+use crate::engine::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_tag};
+use crate::engine::service::ApiService;
+use crate::engine::{EngineRef, SocketDir};
+pub use crate::executor::{Executor, RunnerExtras};
+use crate::executor::{ExecutorSetup, SetupContext};
 use crate::forge::images::{self, LabImages};
 use crate::forge::runner::{self, ForgedRunner, GetOptions};
-use crate::podman::{OWNER_LABEL, Podman, RUN_LABEL, Resources, owner_tag};
 use crate::redact::{self, scrub};
-use crate::service::ApiService;
 use crate::{paths, reaper};
-
-/// How the runner executes jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Executor {
-    /// Jobs run inside the runner container.
-    Shell,
-    /// The docker executor pointed at the rootless Podman socket.
-    Docker,
-    /// The custom executor driving podman through fixtures/executors/podman scripts.
-    Custom,
-}
-
-impl Executor {
-    pub const ALL: [Executor; 3] = [Executor::Shell, Executor::Docker, Executor::Custom];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Executor::Shell => "shell",
-            Executor::Docker => "docker",
-            Executor::Custom => "custom",
-        }
-    }
-}
-
-impl FromStr for Executor {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "shell" => Ok(Executor::Shell),
-            "docker" => Ok(Executor::Docker),
-            "custom" => Ok(Executor::Custom),
-            other => bail!("unknown executor {other:?}: expected one of shell, docker, custom"),
-        }
-    }
-}
-
-impl std::fmt::Display for Executor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// How to start a lab.
 #[derive(Clone, Debug)]
@@ -91,6 +54,8 @@ pub struct LabOptions {
     /// Docker mode only: the runner runs on the host as the lab user (see `hostrunner`) instead of
     /// in a container with the socket's directory mounted.
     pub runner_on_host: bool,
+    /// The Podman installation the lab runs on (the host's own by default).
+    pub engine: EngineRef,
 }
 
 impl LabOptions {
@@ -104,42 +69,8 @@ impl LabOptions {
             check_interval: None,
             store: None,
             runner_on_host: false,
+            engine: crate::engine::host(),
         }
-    }
-}
-
-/// A lab's own directory for its Podman API socket, `/run/user/<uid>/podman/<run id>/`, removed
-/// when dropped. The runner container mounts the *directory*: a bind mount of the socket file pins
-/// its inode, so a restarted service (a new socket) would be unreachable for good.
-struct SocketDir(PathBuf);
-
-impl SocketDir {
-    fn create(user: &crate::podman::LabUser, name: &str, owner: &str) -> Result<SocketDir> {
-        let podman_dir = user.runtime_dir().join("podman");
-        if !podman_dir.is_dir() {
-            bail!(
-                "{} does not exist\n  fix: cargo lab setup (creates the rootless runtime dir and its podman/ folder)",
-                podman_dir.display()
-            );
-        }
-        let dir = podman_dir.join(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let d = SocketDir(dir);
-        // The reaper removes directories of dead owners.
-        paths::write_atomic(&d.0.join("owner"), owner.as_bytes())?;
-        if crate::podman::is_root() {
-            user.chown(&d.0)?;
-        }
-        Ok(d)
-    }
-    fn socket(&self) -> PathBuf {
-        self.0.join("podman.sock")
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -158,14 +89,14 @@ struct RunGuard {
     runner_ctrs: Mutex<Vec<(String, String)>>,
     /// Runners on the host: their current pid (a restart changes it), raw log, the file its log
     /// is kept in.
-    host_runners: Mutex<Vec<(crate::hostrunner::PidCell, PathBuf, String)>>,
+    host_runners: Mutex<Vec<(crate::executor::hostrunner::PidCell, PathBuf, String)>>,
     /// Resources the runners made without our label (docker executor cache volumes, networks).
     foreign: Mutex<Option<reaper::RunRecord>>,
 }
 
 impl RunGuard {
     /// A runner on the host: killed first at cleanup, its log kept.
-    fn add_host_runner(&self, pid: crate::hostrunner::PidCell, raw: PathBuf, log: &str) {
+    fn add_host_runner(&self, pid: crate::executor::hostrunner::PidCell, raw: PathBuf, log: &str) {
         self.host_runners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -201,7 +132,7 @@ impl RunGuard {
         for (pid, raw, log_name) in &hosts {
             // The runner first, as for containers below; its log is kept, scrubbed.
             if let Some(pid) = *pid.lock().unwrap_or_else(|e| e.into_inner()) {
-                crate::hostrunner::kill_now(pid);
+                crate::executor::hostrunner::kill_now(pid);
             }
             if let Ok(log) = std::fs::read(raw) {
                 let _ = paths::write_atomic(
@@ -314,17 +245,22 @@ pub(crate) struct InstanceSpec {
 
 impl RunCore {
     /// Reap dead runs, get the runner and images, start mock-gitlab: everything but runners.
-    pub(crate) async fn start(store: Option<&Podman>, runner_opts: &GetOptions) -> Result<RunCore> {
+    /// `store`: a store other than the engine's lab user store (its engine is then the lab's).
+    pub(crate) async fn start(
+        engine: &EngineRef,
+        store: Option<&Podman>,
+        runner_opts: &GetOptions,
+    ) -> Result<RunCore> {
         let podman = match store {
             Some(p) => p.clone(),
-            None => Podman::lab()?,
+            None => Podman::rootless_on(engine.clone(), crate::engine::podman::LabUser::lookup()?),
         };
         // Leftovers of killed runs go first, so that they cannot pile up across test runs.
         reaper::reap_dead(std::slice::from_ref(&podman));
         let runner = runner::get(runner_opts).await?;
         let stores = match store {
             Some(p) => vec![p.clone()],
-            None => crate::forge::base::stores()?,
+            None => crate::engine::stores(podman.engine())?,
         };
         let images = images::ensure(&runner, &stores).await?;
         let run_id = new_run_id();
@@ -342,8 +278,8 @@ impl RunCore {
             .prefix(&format!("runnerlab-{run_id}-"))
             .tempdir()?;
         let cfg = mock_gitlab::Config {
-            // The rootless runner container reaches the host's loopback through slirp4netns at 10.0.2.2.
-            external_host: Some("10.0.2.2".into()),
+            // The rootless runner container reaches the host's loopback through the engine's gateway.
+            external_host: Some(podman.engine().host_gateway().into()),
             data_dir: data.path().to_path_buf(),
             ..Default::default()
         };
@@ -376,7 +312,7 @@ impl RunCore {
 
     /// What of `inv` belongs to this run: the run's label, and the GitLab labels of what the
     /// runners create without ours (docker mode's cache volumes and build networks).
-    pub(crate) fn own(&self, inv: &crate::podman::Inventory) -> Resources {
+    pub(crate) fn own(&self, inv: &crate::engine::podman::Inventory) -> Resources {
         let mut labels = vec![format!("{RUN_LABEL}={}", self.run_id)];
         labels.extend(
             self.guard
@@ -443,7 +379,7 @@ pub struct RunnerInstance {
     register_output: String,
     api_log: PathBuf,
     /// Set when the runner runs on the host (`container` and `config_volume` are then empty).
-    host: Option<crate::hostrunner::HostRunner>,
+    host: Option<crate::executor::hostrunner::HostRunner>,
     api: Option<ApiService>,
     // Removed after the service stopped.
     _socket_dir: Option<SocketDir>,
@@ -484,18 +420,20 @@ impl RunnerInstance {
             Some(_) => base.clone(),
         };
         let api_log = core.out_dir.join(api_log);
-        let mut mode = ExecutorSetup::new(
-            spec.executor,
-            run_id,
-            &socket_name,
-            owner,
-            &registered.token,
-            podman,
-            &core.runner,
-            &core.images,
-            &api_log,
-        )
-        .await?;
+        let mut mode = spec
+            .executor
+            .mode()
+            .setup(SetupContext {
+                run_id,
+                socket_name: &socket_name,
+                owner,
+                runner_token: &registered.token,
+                podman,
+                runner: &core.runner,
+                images: &core.images,
+                api_log: &api_log,
+            })
+            .await?;
         mode.extend(&spec.extras);
         core.guard.add_foreign(owner, &mode.foreign_labels)?;
         if spec.on_host {
@@ -524,7 +462,7 @@ impl RunnerInstance {
                 format!("{one_shot_prefix}-{name}"),
             ];
             a.extend(labels.iter().cloned());
-            a.extend(common_run_args(&config_volume));
+            a.extend(common_run_args(podman, &config_volume));
             a.extend(mode.run_args.iter().cloned());
             if let Some(e) = entrypoint {
                 a.extend(["--entrypoint".into(), e.to_owned()]);
@@ -562,7 +500,7 @@ impl RunnerInstance {
 
         let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--name".into(), base.clone()];
         args.extend(labels.iter().cloned());
-        args.extend(common_run_args(&config_volume));
+        args.extend(common_run_args(podman, &config_volume));
         args.extend(mode.run_args.iter().cloned());
         args.push(mode.image.clone());
         // Registered with the guard even if `run` fails half-way: a created container is removed.
@@ -597,8 +535,8 @@ impl RunnerInstance {
         runner_log: String,
         api_log: PathBuf,
     ) -> Result<RunnerInstance> {
-        use crate::hostrunner::{GITLAB_HOST, HostRunner};
-        if spec.executor != Executor::Docker {
+        use crate::executor::hostrunner::{GITLAB_HOST, HostRunner};
+        if !spec.executor.mode().runs_on_host() {
             bail!(
                 "the runner on the host is a docker-executor deployment; {} mode runs it in a container",
                 spec.executor
@@ -607,12 +545,12 @@ impl RunnerInstance {
         let dir = mode
             .socket_dir
             .as_ref()
-            .context("docker mode has a socket directory")?;
+            .context("a mode whose runner runs on the host has a socket directory")?;
         let user = core
             .podman
             .user()
             .context("the runner on the host runs as the rootless lab user")?;
-        let hr = HostRunner::prepare(user, &dir.0, &core.runner.runner_bin())?;
+        let hr = HostRunner::prepare(user, dir.path(), &core.runner.runner_bin())?;
         let port = core
             .mock
             .local_url()
@@ -622,7 +560,7 @@ impl RunnerInstance {
             .to_owned();
         let url = format!("http://{GITLAB_HOST}:{port}");
         let cfg = hr.config().to_string_lossy().into_owned();
-        let extra_host = format!("{GITLAB_HOST}:10.0.2.2");
+        let extra_host = format!("{GITLAB_HOST}:{}", core.podman.engine().host_gateway());
         let mut reg = register_args(&url, &registered.token, &spec, &name, &mode.register_args);
         reg.extend([
             "--config".to_owned(),
@@ -844,8 +782,8 @@ impl RunnerInstance {
 
     /// Start the host runner again (the guard follows its pid through [`HostRunner::pid_cell`]).
     ///
-    /// [`HostRunner::pid_cell`]: crate::hostrunner::HostRunner::pid_cell
-    async fn start_host(&self, h: &crate::hostrunner::HostRunner) -> Result<()> {
+    /// [`HostRunner::pid_cell`]: crate::executor::hostrunner::HostRunner::pid_cell
+    async fn start_host(&self, h: &crate::executor::hostrunner::HostRunner) -> Result<()> {
         h.start().await.map(|_| ())
     }
 
@@ -891,7 +829,7 @@ impl Lab {
 
     pub async fn start_with(opts: LabOptions) -> Result<Lab> {
         let t0 = Instant::now();
-        let mut core = RunCore::start(opts.store.as_ref(), &opts.runner).await?;
+        let mut core = RunCore::start(&opts.engine, opts.store.as_ref(), &opts.runner).await?;
         core.launch(InstanceSpec {
             name: None,
             executor: opts.executor,
@@ -938,7 +876,7 @@ impl Lab {
     /// What of `inv` (a listing of this lab's store) belongs to this lab: the run's label, and the
     /// GitLab labels of what the runner creates without ours (docker mode's cache volumes and
     /// build networks).
-    pub fn own(&self, inv: &crate::podman::Inventory) -> Resources {
+    pub fn own(&self, inv: &crate::engine::podman::Inventory) -> Resources {
         self.core.own(inv)
     }
 
@@ -1030,175 +968,8 @@ impl Lab {
     }
 }
 
-/// What a case adds to a lab's runner beyond its executor mode, e.g. what Podman-in-Podman jobs
-/// need (`conformance`'s podman-build case). Empty by default.
-#[derive(Clone, Debug, Default)]
-pub struct RunnerExtras {
-    /// Replaces the mode's runner image.
-    pub image: Option<String>,
-    /// More `podman run` arguments for the runner container (and its one-shot containers).
-    pub run_args: Vec<String>,
-    /// More `gitlab-runner register` arguments.
-    pub register_args: Vec<String>,
-}
-
-/// What an executor mode adds to the runner container and its registration.
-struct ExecutorSetup {
-    /// The runner image to run.
-    image: String,
-    /// Extra `podman run` arguments (mounts, environment).
-    run_args: Vec<String>,
-    /// Extra `gitlab-runner register` arguments.
-    register_args: Vec<String>,
-    /// The Podman API service the executor drives, if any.
-    api: Option<ApiService>,
-    /// Label filters for what the runner creates without our label.
-    foreign_labels: Vec<String>,
-    /// Where the API service's socket lives (mounted into the runner container).
-    socket_dir: Option<SocketDir>,
-}
-
-/// Where the custom executor's Podman driver lives inside the runner image.
 /// The API service's stderr, next to the report (scrubbed when the lab ends).
 const API_LOG: &str = "podman-api.log";
-
-const DRIVER_DIR: &str = "/opt/runnerlab/executors/podman";
-
-impl ExecutorSetup {
-    fn extend(&mut self, extras: &RunnerExtras) {
-        if let Some(image) = &extras.image {
-            self.image = image.clone();
-        }
-        self.run_args.extend(extras.run_args.iter().cloned());
-        self.register_args
-            .extend(extras.register_args.iter().cloned());
-    }
-
-    /// `socket_name`: the directory of this runner's API socket under `/run/user/<uid>/podman/`
-    /// (the run id for a lab; one per runner in a fleet). `api_log`: where its service's stderr goes.
-    #[allow(clippy::too_many_arguments)]
-    async fn new(
-        executor: Executor,
-        run_id: &str,
-        socket_name: &str,
-        owner: &str,
-        runner_token: &str,
-        podman: &Podman,
-        runner: &ForgedRunner,
-        images: &LabImages,
-        api_log: &Path,
-    ) -> Result<ExecutorSetup> {
-        match executor {
-            Executor::Shell => Ok(ExecutorSetup {
-                image: images.runner.clone(),
-                run_args: vec![],
-                register_args: vec![],
-                api: None,
-                foreign_labels: vec![],
-                socket_dir: None,
-            }),
-            Executor::Custom => {
-                let image =
-                    images::ensure_runner_podman(runner, images, std::slice::from_ref(podman))
-                        .await?;
-                let user = podman
-                    .user()
-                    .context("the custom executor needs the rootless store")?;
-                // One API service per lab, on its own socket: labs running side by side never share one.
-                let dir = SocketDir::create(user, socket_name, owner)?;
-                let socket = dir.socket();
-                let api =
-                    ApiService::start(podman, socket.clone(), api_log, Duration::from_secs(30))
-                        .await?;
-                let mut register_args = vec![
-                    "--builds-dir".to_owned(),
-                    "/builds".to_owned(),
-                    "--cache-dir".to_owned(),
-                    "/cache".to_owned(),
-                ];
-                for stage in ["config", "prepare", "run", "cleanup"] {
-                    register_args.push(format!("--custom-{stage}-exec"));
-                    register_args.push(format!("{DRIVER_DIR}/{stage}"));
-                }
-                let env = |k: &str, v: &str| ["-e".to_owned(), format!("{k}={v}")];
-                let mut run_args =
-                    vec!["-v".to_owned(), format!("{}:/run/podman", dir.0.display())];
-                // The driver labels what it creates with the run id, so the lab's cleanup finds it.
-                run_args.extend(env("RUNNERLAB_RUN", run_id));
-                // Job containers clone from mock-gitlab on the host's loopback, like the runner.
-                run_args.extend(env(
-                    "RUNNERLAB_NETWORK",
-                    "slirp4netns:allow_host_loopback=true",
-                ));
-                run_args.extend(env("RUNNERLAB_DEFAULT_IMAGE", &images.base));
-                run_args.extend(env("RUNNERLAB_PULL_POLICY", "never"));
-                Ok(ExecutorSetup {
-                    image,
-                    run_args,
-                    register_args,
-                    api: Some(api),
-                    foreign_labels: vec![],
-                    socket_dir: Some(dir),
-                })
-            }
-            Executor::Docker => {
-                let user = podman
-                    .user()
-                    .context("the docker executor needs the rootless store")?;
-                let dir = SocketDir::create(user, socket_name, owner)?;
-                let socket = dir.socket();
-                let api =
-                    ApiService::start(podman, socket.clone(), api_log, Duration::from_secs(30))
-                        .await?;
-                let sock = socket.display().to_string();
-                let register_args: Vec<String> = [
-                    "--docker-host",
-                    &format!("unix://{sock}"),
-                    "--docker-image",
-                    &images.base,
-                    "--docker-helper-image",
-                    &images.helper,
-                    // No registry: local images only ("always" would pull even localhost/ images).
-                    "--docker-pull-policy",
-                    "never",
-                    "--docker-volumes",
-                    "/cache",
-                    // Job, helper and service containers carry the lab's labels (cleanup, reaper).
-                    "--docker-container-labels",
-                    &format!("{RUN_LABEL}:{run_id}"),
-                    "--docker-container-labels",
-                    &format!("{OWNER_LABEL}:{owner}"),
-                    // GitLab's Podman docs set it as `[runners] environment`: on by default, and a
-                    // job may still turn it off (a `[runners.feature_flags]` entry would win).
-                    "--env",
-                    "FF_NETWORK_PER_BUILD=true",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                // The socket's directory at the same path inside as outside: what the config says is
-                // what exists, and a restarted service's new socket shows up in it.
-                let d = dir.0.display();
-                let run_args = vec!["-v".to_owned(), format!("{d}:{d}")];
-                // Cache volumes and per-build networks carry GitLab's labels only: the runner id is
-                // the 9 characters after the glrt- prefix.
-                let short: String = runner_token
-                    .trim_start_matches("glrt-")
-                    .chars()
-                    .take(9)
-                    .collect();
-                Ok(ExecutorSetup {
-                    image: images.runner.clone(),
-                    run_args,
-                    register_args,
-                    api: Some(api),
-                    foreign_labels: vec![format!("com.gitlab.gitlab-runner.runner.id={short}")],
-                    socket_dir: Some(dir),
-                })
-            }
-        }
-    }
-}
 
 /// The runner colours its log lines even without a terminal; callers want the words.
 fn strip_ansi(s: &str) -> String {
@@ -1241,10 +1012,10 @@ fn register_args(
     a
 }
 
-fn common_run_args(config_volume: &str) -> Vec<String> {
+fn common_run_args(podman: &Podman, config_volume: &str) -> Vec<String> {
     vec![
         "--network".into(),
-        "slirp4netns:allow_host_loopback=true".into(),
+        podman.engine().container_network().into(),
         "-v".into(),
         format!("{config_volume}:/etc/gitlab-runner"),
     ]

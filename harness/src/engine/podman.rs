@@ -1,6 +1,6 @@
 //! Podman control: one [`Podman`] per store (rootful or rootless). Commands go through the podman CLI,
 //! which is the interface users script against; the API socket is used where the runner uses it
-//! (see [`crate::service`]).
+//! (see [`crate::engine::service`]).
 //!
 //! When the harness runs as root, rootless commands are run as the lab user through `setpriv`
 //! (not `runuser`, whose pid is not podman's); when it runs as an ordinary user it *is* the lab user.
@@ -12,6 +12,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
+use crate::engine::EngineRef;
 use crate::redact::scrub;
 
 /// The label every resource the harness creates carries; its value is the run id.
@@ -94,6 +95,22 @@ impl LabUser {
         Ok(())
     }
 
+    /// `setpriv` arguments that become this user with a clean environment, up to the program.
+    pub fn setpriv_env(&self) -> Vec<OsString> {
+        vec![
+            format!("--reuid={}", self.uid).into(),
+            format!("--regid={}", self.gid).into(),
+            "--init-groups".into(),
+            "env".into(),
+            "-i".into(),
+            format!("HOME={}", self.home.display()).into(),
+            format!("USER={}", self.name).into(),
+            format!("LOGNAME={}", self.name).into(),
+            "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+            format!("XDG_RUNTIME_DIR={}", self.runtime_dir().display()).into(),
+        ]
+    }
+
     /// The rootless Podman API socket as the runner's docker executor sees it.
     pub fn socket_path(&self) -> PathBuf {
         self.runtime_dir().join("podman/podman.sock")
@@ -126,9 +143,10 @@ impl Store {
     }
 }
 
-/// A handle on one Podman store.
+/// A handle on one Podman store of one engine.
 #[derive(Clone, Debug)]
 pub struct Podman {
+    engine: EngineRef,
     store: Store,
     /// Global flags for every command (`--root`/`--runroot` of a store elsewhere).
     global: Vec<OsString>,
@@ -142,23 +160,40 @@ pub struct Output {
 }
 
 impl Podman {
+    /// The host engine's rootful store.
     pub fn rootful() -> Podman {
+        Podman::rootful_on(crate::engine::host())
+    }
+
+    /// The host engine's rootless store of `user`.
+    pub fn rootless(user: LabUser) -> Podman {
+        Podman::rootless_on(crate::engine::host(), user)
+    }
+
+    pub fn rootful_on(engine: EngineRef) -> Podman {
         Podman {
+            engine,
             store: Store::Rootful,
             global: Vec::new(),
         }
     }
 
-    pub fn rootless(user: LabUser) -> Podman {
+    pub fn rootless_on(engine: EngineRef, user: LabUser) -> Podman {
         Podman {
+            engine,
             store: Store::Rootless(user),
             global: Vec::new(),
         }
     }
 
-    /// The rootless store of the configured lab user.
+    /// The rootless store of the configured lab user on the host engine.
     pub fn lab() -> Result<Podman> {
         Ok(Podman::rootless(LabUser::lookup()?))
+    }
+
+    /// The engine this store belongs to.
+    pub fn engine(&self) -> &EngineRef {
+        &self.engine
     }
 
     /// The same user's Podman with its images, containers and volumes in `graphroot`/`runroot`
@@ -185,28 +220,9 @@ impl Podman {
         }
     }
 
-    /// Program and leading arguments that run `podman` in this store.
+    /// Program and leading arguments that run `podman` in this store: the engine's business.
     fn argv(&self) -> (OsString, Vec<OsString>) {
-        match &self.store {
-            Store::Rootless(u) if is_root() => {
-                let mut a: Vec<OsString> = vec![
-                    format!("--reuid={}", u.uid).into(),
-                    format!("--regid={}", u.gid).into(),
-                    "--init-groups".into(),
-                    "env".into(),
-                    "-i".into(),
-                    format!("HOME={}", u.home.display()).into(),
-                    format!("USER={}", u.name).into(),
-                    format!("LOGNAME={}", u.name).into(),
-                    "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
-                    format!("XDG_RUNTIME_DIR={}", u.runtime_dir().display()).into(),
-                ];
-                a.push("podman".into());
-                a.extend(self.global.iter().cloned());
-                ("setpriv".into(), a)
-            }
-            _ => ("podman".into(), self.global.clone()),
-        }
+        self.engine.podman_argv(&self.store, &self.global)
     }
 
     /// A `tokio` command for `podman ARGS…` in this store, run from `/` so that the lab user can

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::podman::{Inventory, LabUser, Podman};
+use crate::engine::podman::{Inventory, LabUser, Podman};
 
 /// The process groups a sample reports, in report order.
 pub const GROUPS: [&str; 6] = [

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::podman::LabUser;
+use crate::engine::podman::LabUser;
 
 /// The name job containers and the host runner both use for mock-gitlab.
 pub const GITLAB_HOST: &str = "runnerlab-gitlab";
@@ -197,7 +197,7 @@ pub fn kill_now(pid: u32) {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if !crate::podman::process_running(pid) {
+        if !crate::engine::podman::process_running(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

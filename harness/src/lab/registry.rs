@@ -31,8 +31,10 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use rand::distr::{Alphanumeric, SampleString};
 
+use crate::engine::podman::{
+    LabUser, OWNER_LABEL, Podman, RUN_LABEL, is_root, owner_alive, owner_tag,
+};
 use crate::forge::images::LabImages;
-use crate::podman::{LabUser, OWNER_LABEL, Podman, RUN_LABEL, is_root, owner_alive, owner_tag};
 use crate::redact::{self, scrub};
 
 /// How containers reach the host's loopback (slirp4netns `allow_host_loopback`).

@@ -1,0 +1,136 @@
+//! Engines: the Podman installation a lab runs on — its `podman` binary and how it is entered,
+//! its rootful and rootless stores, where its API service sockets live, how its containers reach
+//! the host's loopback, and the facts a report names it by.
+//!
+//! [`HostEngine`] is the host's own Podman (Debian 12's 4.3.1 here). Another engine (a Podman from
+//! a root filesystem run in a private mount namespace) implements [`Engine`] and is handed to
+//! [`crate::lab::LabOptions::engine`]; the lab, the forge and the executor modes only ever talk to
+//! it through [`podman::Podman`] handles it made.
+
+pub mod podman;
+pub mod service;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use anyhow::{Context, Result, bail};
+
+use podman::{LabUser, Podman, Store, is_root};
+
+/// A Podman installation.
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// The name users pass (`--engine NAME`) and reports carry: `host`, …
+    fn name(&self) -> &str;
+
+    /// Program and leading arguments that run this engine's `podman` on `store`, with `global`
+    /// flags (e.g. `--root`) after `podman`.
+    fn podman_argv(&self, store: &Store, global: &[OsString]) -> (OsString, Vec<OsString>);
+
+    /// The address at which the rootless store's containers reach the host's loopback (where
+    /// mock-gitlab and the private registry listen).
+    fn host_gateway(&self) -> &str;
+
+    /// The `--network` of runner containers and of the custom driver's job containers: one that
+    /// reaches [`Engine::host_gateway`].
+    fn container_network(&self) -> &str;
+}
+
+/// A shared handle on an engine.
+pub type EngineRef = Arc<dyn Engine>;
+
+/// The host's own Podman, run directly (rootful) or as the lab user through `setpriv` (rootless).
+#[derive(Debug)]
+pub struct HostEngine;
+
+static HOST: LazyLock<EngineRef> = LazyLock::new(|| Arc::new(HostEngine));
+
+/// The host engine.
+pub fn host() -> EngineRef {
+    HOST.clone()
+}
+
+/// An engine by the name users type.
+pub fn by_name(name: &str) -> Result<EngineRef> {
+    match name {
+        "host" => Ok(host()),
+        other => bail!("unknown engine {other:?}: expected host"),
+    }
+}
+
+impl Engine for HostEngine {
+    fn name(&self) -> &str {
+        "host"
+    }
+
+    fn podman_argv(&self, store: &Store, global: &[OsString]) -> (OsString, Vec<OsString>) {
+        match store {
+            Store::Rootless(u) if is_root() => {
+                let mut a = u.setpriv_env();
+                a.push("podman".into());
+                a.extend(global.iter().cloned());
+                ("setpriv".into(), a)
+            }
+            _ => ("podman".into(), global.to_vec()),
+        }
+    }
+
+    fn host_gateway(&self) -> &str {
+        // slirp4netns `allow_host_loopback` (the rootless containers.conf sets it for bridges too).
+        "10.0.2.2"
+    }
+
+    fn container_network(&self) -> &str {
+        "slirp4netns:allow_host_loopback=true"
+    }
+}
+
+/// A lab's own directory for its Podman API socket, `<runtime dir>/podman/<name>/`, removed
+/// when dropped. The runner container mounts the *directory*: a bind mount of the socket file pins
+/// its inode, so a restarted service (a new socket) would be unreachable for good.
+#[derive(Debug)]
+pub struct SocketDir(PathBuf);
+
+impl SocketDir {
+    pub fn create(user: &LabUser, name: &str, owner: &str) -> Result<SocketDir> {
+        let podman_dir = user.runtime_dir().join("podman");
+        if !podman_dir.is_dir() {
+            bail!(
+                "{} does not exist\n  fix: cargo lab setup (creates the rootless runtime dir and its podman/ folder)",
+                podman_dir.display()
+            );
+        }
+        let dir = podman_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let d = SocketDir(dir);
+        // The reaper removes directories of dead owners.
+        crate::paths::write_atomic(&d.0.join("owner"), owner.as_bytes())?;
+        if is_root() {
+            user.chown(&d.0)?;
+        }
+        Ok(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.0.join("podman.sock")
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The stores of `engine` images are forged into: the lab user's, and the rootful one when root.
+pub fn stores(engine: &EngineRef) -> Result<Vec<Podman>> {
+    let mut v = vec![Podman::rootless_on(engine.clone(), LabUser::lookup()?)];
+    if is_root() {
+        v.push(Podman::rootful_on(engine.clone()));
+    }
+    Ok(v)
+}

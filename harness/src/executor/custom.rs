@@ -1,0 +1,154 @@
+//! `custom`: the custom executor with runnerlab's Podman driver (`fixtures/executors/podman/`:
+//! config/prepare/run/cleanup) in the `gitlab-runner-podman` image; one rootless job container per
+//! job through the lab's API socket (mounted at `/run/podman/`), services on a per-job network.
+//! What jobs need goes into the driver's `PODMAN_RUN_ARGS` (appended to the job container's flags).
+
+use crate::forge::images;
+
+use super::shell::volume;
+use super::{
+    ExecutorMode, ExecutorSetup, KnownGrowth, ModeFuture, RunnerExtras, SetupContext,
+    start_api_service,
+};
+
+pub struct Custom;
+
+/// Where the custom executor's Podman driver lives inside the runner image.
+const DRIVER_DIR: &str = "/opt/runnerlab/executors/podman";
+
+const EXEC_CONMONS: &str = "every `podman exec` through the API leaves its conmon for 5 minutes \
+    (containers.conf `exit_command_delay`, podman #15377/#16431): about 12 per custom-executor build here, \
+    ~1.5 MiB each; bounded by the builds of the last 5 minutes (the curve flattens after ~95 builds at 3 s \
+    each). Lower `exit_command_delay` where builds are frequent";
+
+impl ExecutorMode for Custom {
+    fn name(&self) -> &'static str {
+        "custom"
+    }
+
+    fn setup<'a>(&'a self, ctx: SetupContext<'a>) -> ModeFuture<'a, ExecutorSetup> {
+        Box::pin(async move {
+            let image = images::ensure_runner_podman(
+                ctx.runner,
+                ctx.images,
+                std::slice::from_ref(ctx.podman),
+            )
+            .await?;
+            let (dir, api) = start_api_service(&ctx).await?;
+            let mut register_args = vec![
+                "--builds-dir".to_owned(),
+                "/builds".to_owned(),
+                "--cache-dir".to_owned(),
+                "/cache".to_owned(),
+            ];
+            for stage in ["config", "prepare", "run", "cleanup"] {
+                register_args.push(format!("--custom-{stage}-exec"));
+                register_args.push(format!("{DRIVER_DIR}/{stage}"));
+            }
+            let env = |k: &str, v: &str| ["-e".to_owned(), format!("{k}={v}")];
+            let mut run_args = vec![
+                "-v".to_owned(),
+                format!("{}:/run/podman", dir.path().display()),
+            ];
+            // The driver labels what it creates with the run id, so the lab's cleanup finds it.
+            run_args.extend(env("RUNNERLAB_RUN", ctx.run_id));
+            // Job containers clone from mock-gitlab on the host's loopback, like the runner.
+            run_args.extend(env(
+                "RUNNERLAB_NETWORK",
+                ctx.podman.engine().container_network(),
+            ));
+            run_args.extend(env("RUNNERLAB_DEFAULT_IMAGE", &ctx.images.base));
+            run_args.extend(env("RUNNERLAB_PULL_POLICY", "never"));
+            Ok(ExecutorSetup {
+                image,
+                run_args,
+                register_args,
+                api: Some(api),
+                foreign_labels: vec![],
+                socket_dir: Some(dir),
+            })
+        })
+    }
+
+    fn uses_api_service(&self) -> bool {
+        true
+    }
+
+    fn known_growths(&self) -> &'static [KnownGrowth] {
+        &[
+            KnownGrowth {
+                metric: "conmon.procs",
+                why: EXEC_CONMONS,
+            },
+            KnownGrowth {
+                metric: "user.procs",
+                why: EXEC_CONMONS,
+            },
+            KnownGrowth {
+                metric: "user.rss",
+                why: EXEC_CONMONS,
+            },
+        ]
+    }
+
+    fn has_leak_switch(&self) -> bool {
+        true
+    }
+
+    fn add_tmpfs(&self, extras: &mut RunnerExtras, path: &str, options: &str) {
+        job_arg(extras, &format!("--tmpfs={path}:{options}"));
+    }
+
+    fn add_volume(&self, extras: &mut RunnerExtras, src: &str, dst: &str, ro: bool) {
+        job_arg(extras, &format!("--volume={}", volume(src, dst, ro)));
+    }
+
+    fn add_security_opt(&self, extras: &mut RunnerExtras, opt: &str) {
+        job_arg(extras, &format!("--security-opt={opt}"));
+    }
+
+    fn add_job_user(&self, extras: &mut RunnerExtras, uid: u32) -> bool {
+        job_arg(extras, &format!("--user={uid}"));
+        true
+    }
+}
+
+const RUN_ARGS_VAR: &str = "PODMAN_RUN_ARGS=";
+
+/// Append `arg` to the one `-e PODMAN_RUN_ARGS=…` of the runner container (the driver splits it on
+/// whitespace and appends it to the job container's flags).
+fn job_arg(extras: &mut RunnerExtras, arg: &str) {
+    match extras
+        .run_args
+        .iter_mut()
+        .find(|a| a.starts_with(RUN_ARGS_VAR))
+    {
+        Some(v) => {
+            v.push(' ');
+            v.push_str(arg);
+        }
+        None => extras
+            .run_args
+            .extend(["-e".into(), format!("{RUN_ARGS_VAR}{arg}")]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_needs_gather_in_one_podman_run_args() {
+        let mut x = RunnerExtras::default();
+        Custom.add_security_opt(&mut x, "unmask=/proc/*");
+        Custom.add_tmpfs(&mut x, "/var/lib/containers", "rw");
+        Custom.add_volume(&mut x, "/a.tar", "/b.tar", true);
+        assert_eq!(
+            x.run_args,
+            [
+                "-e",
+                "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw --volume=/a.tar:/b.tar:ro"
+            ]
+        );
+    }
+}
