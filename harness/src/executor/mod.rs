@@ -98,7 +98,8 @@ pub struct SetupContext<'a> {
     pub api_log: &'a Path,
 }
 
-/// Soak growth a mode is known to show on this Podman: reported as a known finding, not a leak.
+/// A growth a mode is known to show on this Podman: reported as a known finding with its
+/// explanation instead of failing the soak (and flagged when it stops reproducing).
 #[derive(Debug)]
 pub struct KnownGrowth {
     pub metric: &'static str,

@@ -462,9 +462,6 @@ pub const METRICS: &[Metric] = &[
     },
 ];
 
-/// A growth this Podman/runner combination is known to show: reported as a known finding with its
-/// explanation instead of failing the soak (and flagged when it stops reproducing).
-
 /// Build-duration drift: the median of the last fifth of the builds against the first fifth (after
 /// warm-up) may grow by this fraction. Medians, not a fitted slope: a few builds slowed by other
 /// work on the host must not read as drift.
