@@ -14,10 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post, put};
 
-use crate::api::{artifacts, jobs, rest, runners, trace};
+use crate::api::{artifacts, git_http, jobs, rest, runners, trace};
 use crate::config::Config;
 use crate::faults::{self, AppliedFault};
-use crate::git;
 use crate::instance::{Inner, MockGitlab};
 use crate::pipeline;
 use crate::state::RequestRecord;
@@ -83,7 +82,7 @@ fn router(inner: Arc<Inner>) -> Router {
         .fallback(not_found);
     Router::new()
         .nest("/api/v4", api)
-        .fallback(git::handle)
+        .fallback(git_http::handle)
         // Faults sit inside the recorder, so what a fault did is what gets recorded.
         .layer(middleware::from_fn_with_state(inner.clone(), faults::layer))
         .layer(middleware::from_fn_with_state(inner.clone(), record))

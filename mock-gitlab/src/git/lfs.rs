@@ -22,18 +22,18 @@ pub fn lfs_pointer(oid: &str, size: u64) -> String {
 }
 
 /// Whether `s` is a Git LFS object id (lowercase sha256 hex).
-pub(super) fn is_oid(s: &str) -> bool {
+pub(crate) fn is_oid(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The largest LFS batch request body accepted (a list of oids and sizes).
-pub(super) const MAX_LFS_BATCH_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_LFS_BATCH_BODY: usize = 4 * 1024 * 1024;
 
 const LFS_MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
 
 /// `http://<host>` as the client addressed us (so download hrefs work from wherever the
 /// client is: the host loopback, 10.0.2.2 in a container), else the external URL.
-pub(super) fn request_base(headers: &HeaderMap, external_url: &str) -> String {
+pub(crate) fn request_base(headers: &HeaderMap, external_url: &str) -> String {
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -54,7 +54,7 @@ fn lfs_json(status: StatusCode, v: &serde_json::Value) -> Response {
         .into_response()
 }
 
-pub(super) fn lfs_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn lfs_error(status: StatusCode, message: &str) -> Response {
     lfs_json(status, &serde_json::json!({ "message": message }))
 }
 
@@ -76,7 +76,7 @@ struct LfsObjectSpec {
 /// object gets a `download` action whose href is GitLab's object path on this server and whose
 /// header repeats the request's `Authorization`, so git-lfs needs no second credential lookup;
 /// an unknown object gets GitLab's per-object 404 error.
-pub(super) async fn lfs_batch(
+pub(crate) async fn lfs_batch(
     store: &Path,
     base: &str,
     project: &str,
@@ -146,7 +146,7 @@ pub(super) async fn lfs_batch(
 }
 
 /// An object's bytes, streamed.
-pub(super) async fn lfs_download(path: &Path) -> Response {
+pub(crate) async fn lfs_download(path: &Path) -> Response {
     let Ok(file) = tokio::fs::File::open(path).await else {
         return lfs_error(StatusCode::NOT_FOUND, "404 Not Found");
     };
