@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::pipeline::config::JobSpec;
+use crate::pipeline::model::JobSpec;
 
 /// Upper bound on kept request records, so a long soak cannot eat memory.
 const MAX_REQUEST_RECORDS: usize = 100_000;
@@ -432,7 +432,7 @@ pub(crate) struct Job {
     pub spec: JobSpec,
     /// Pipeline-level `variables:`, kept per job so the payload can be built
     /// without looking the pipeline up again.
-    pub pipeline_variables: Vec<crate::pipeline::config::Variable>,
+    pub pipeline_variables: Vec<crate::pipeline::model::Variable>,
     /// Uploaded artifacts, one per type (a re-upload replaces).
     pub artifacts: Vec<ArtifactRecord>,
     /// The payload the runner got for this job (`POST /jobs/request` → 201), once dispatched.
@@ -526,7 +526,7 @@ impl State {
         pipeline_id: PipelineId,
         project: &str,
         spec: JobSpec,
-        pipeline_variables: Vec<crate::pipeline::config::Variable>,
+        pipeline_variables: Vec<crate::pipeline::model::Variable>,
         retry_of: Option<u64>,
     ) -> u64 {
         let id = self.next_job_id;

@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ct_eq, header_value, hv, json, json_message};
-use crate::Inner;
+use crate::instance::Inner;
 use crate::state::{ArtifactRecord, JobStatus};
+use crate::web::{ct_eq, header_value, hv, json, json_message};
 
 /// Room for multipart headers and boundaries on top of the file itself.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;

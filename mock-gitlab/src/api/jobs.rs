@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::runners::RunnerInfoBody;
-use super::{bad_json, hv, json, json_message, parse_body, token_from};
-use crate::Inner;
+use crate::instance::Inner;
 use crate::payload::{self, JobPayload, PayloadContext};
 use crate::state::{JobStatus, runner_matches};
+use crate::web::{bad_json, hv, json, json_message, parse_body, token_from};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -99,12 +99,6 @@ fn no_job(version: &str) -> Response {
 }
 
 impl Inner {
-    /// The queue version as sent in `X-GitLab-Last-Update`. The per-instance
-    /// nonce keeps a runner's value from a previous mock from matching.
-    pub(crate) fn last_update_value(&self) -> String {
-        format!("{}{}", self.nonce, *self.queue_tx.borrow())
-    }
-
     /// Atomically take the first pending job this runner may run, mark it
     /// running and build its payload.
     pub(crate) fn try_assign(&self, runner_id: u64) -> Option<JobPayload> {
@@ -137,7 +131,7 @@ impl Inner {
             .map(|q| now.saturating_duration_since(q).as_secs())
             .unwrap_or(0);
         let dependencies = dependencies_of(&st, job_id);
-        let project_variables: Vec<crate::Variable> = project
+        let project_variables: Vec<crate::state::Variable> = project
             .variables
             .iter()
             .chain(&p.variables)
@@ -150,9 +144,9 @@ impl Inner {
             pipeline_variables: &j.pipeline_variables,
             pipeline_id: p.id.0,
             pipeline_iid: p.iid,
-            pipeline_created_at: &crate::rfc3339(p.created_wall),
+            pipeline_created_at: &crate::web::rfc3339(p.created_wall),
             pipeline_source: p.source,
-            job_started_at: &crate::rfc3339(wall),
+            job_started_at: &crate::web::rfc3339(wall),
             project_id: project.project.id,
             project_path: &project.project.path,
             git_ref: &p.git_ref,
@@ -299,7 +293,7 @@ pub(crate) async fn update(
     let Some(job) = st.jobs.get_mut(&id) else {
         return json_message(StatusCode::NOT_FOUND, "404 Not Found");
     };
-    if !token.is_some_and(|t| super::ct_eq(&t, &job.token)) {
+    if !token.is_some_and(|t| crate::web::ct_eq(&t, &job.token)) {
         return json_message(StatusCode::FORBIDDEN, "403 Forbidden");
     }
     if job.record.status != JobStatus::Running {

@@ -29,11 +29,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ct_eq, header_value, json, json_message};
+use crate::instance::{Inner, MockGitlab};
+use crate::state::PipelineId;
 use crate::state::{
     Job, JobStatus, MergeRequest, Pipeline, ProjectState, RefKind, State as MockState, Variable,
 };
-use crate::{Inner, MockGitlab, PipelineId, rfc3339};
+use crate::web::rfc3339;
+use crate::web::{ct_eq, header_value, json, json_message};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -246,8 +248,8 @@ pub(crate) async fn create_project(
     body: Bytes,
 ) -> Reply {
     authorize(&inner, &headers, &q)?;
-    let Some(req) = super::parse_body::<NewProject>(&body) else {
-        return Err(super::bad_json());
+    let Some(req) = crate::web::parse_body::<NewProject>(&body) else {
+        return Err(crate::web::bad_json());
     };
     let Some(name) = req.name.clone().or(req.path.clone()) else {
         return Err(json(
@@ -337,8 +339,8 @@ pub(crate) async fn create_pipeline(
     body: Bytes,
 ) -> Reply {
     authorize(&inner, &headers, &q)?;
-    let Some(req) = super::parse_body::<NewPipeline>(&body) else {
-        return Err(super::bad_json());
+    let Some(req) = crate::web::parse_body::<NewPipeline>(&body) else {
+        return Err(crate::web::bad_json());
     };
     let path = find_project(&inner.lock(), &id)?.project.path.clone();
     let Some(git_ref) = q.git_ref.clone().or(req.git_ref) else {
@@ -762,7 +764,7 @@ pub(crate) async fn create_tag(
     let b = if body.is_empty() {
         NewTag::default()
     } else {
-        super::parse_body::<NewTag>(&body).ok_or_else(super::bad_json)?
+        crate::web::parse_body::<NewTag>(&body).ok_or_else(crate::web::bad_json)?
     };
     let (Some(name), Some(git_ref)) = (q.tag_name.or(b.tag_name), q.git_ref.or(b.git_ref)) else {
         return Err(json(

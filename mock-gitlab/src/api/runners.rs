@@ -10,9 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{bad_json, json, json_message, parse_body, token_from};
-use crate::Inner;
-use crate::state::{RegisteredVia, Runner, RunnerRecord, random_token};
+use crate::instance::Inner;
+use crate::state::{RegisteredVia, RunnerRecord, random_token};
+use crate::web::{bad_json, json, json_message, parse_body, token_from};
 
 /// The `info` object every runner request carries (only what we keep).
 #[derive(Deserialize, Default, Debug)]
@@ -83,7 +83,7 @@ pub(crate) async fn register(
     let Some(token) = token_from(b.token.as_deref(), &headers, "RUNNER-TOKEN") else {
         return forbidden();
     };
-    if !super::ct_eq(&token, &inner.registration_token) {
+    if !crate::web::ct_eq(&token, &inner.registration_token) {
         return forbidden();
     }
     let tags: Vec<String> = b
@@ -234,34 +234,4 @@ pub(crate) async fn reset_token(
     drop(st);
     tracing::info!(runner = id, "runner token reset");
     token_reply(StatusCode::CREATED, id, &new_token)
-}
-
-impl Inner {
-    /// Insert a runner with a fresh token; returns (id, token).
-    ///
-    /// Like GitLab (`Ci::Runner#prefix_for_new_and_legacy_runner`), only
-    /// runners created in the UI/API get the `glrt-` prefix; runners
-    /// registered with the legacy registration token get a bare token. The
-    /// real runner relies on this: it unregisters `glrt-` tokens through
-    /// `DELETE /runners/managers` and others through `DELETE /runners`.
-    pub(crate) fn add_runner(&self, mut record: RunnerRecord) -> (u64, String) {
-        let mut st = self.lock();
-        let id = st.next_runner_id;
-        st.next_runner_id += 1;
-        record.id = id;
-        let prefix = match record.registered_via {
-            RegisteredVia::Glrt => "glrt-",
-            RegisteredVia::Legacy => "",
-        };
-        let token = random_token(prefix, 20);
-        st.runner_by_token.insert(token.clone(), id);
-        st.runners.insert(
-            id,
-            Runner {
-                record,
-                token: token.clone(),
-            },
-        );
-        (id, token)
-    }
 }

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::jobs::{job_headers, job_headers_for};
-use super::{header_value, hv, json_message};
-use crate::Inner;
+use crate::instance::Inner;
 use crate::state::JobStatus;
+use crate::web::{header_value, hv, json_message};
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -47,7 +47,7 @@ pub(crate) async fn append(
     let Some(job) = st.jobs.get_mut(&id) else {
         return json_message(StatusCode::NOT_FOUND, "404 Not Found");
     };
-    if !token.is_some_and(|t| super::ct_eq(&t, &job.token)) {
+    if !token.is_some_and(|t| crate::web::ct_eq(&t, &job.token)) {
         return json_message(StatusCode::FORBIDDEN, "403 Forbidden");
     }
     let r = &mut job.record;

@@ -3,10 +3,11 @@
 //! `rules` and `workflow`. Each records lint errors in GitLab's wording and
 //! returns `None` (or a default) on error.
 
-use super::config::{
-    ArtifactsSpec, CacheKey, CacheSpec, Ctx, ImageSpec, Need, RetrySpec, Rule, UNSUPPORTED_HINT,
+use super::basics::{
     parse_allow_failure, parse_image_like, parse_variables, parse_when, string_list,
 };
+use super::lint::{Ctx, UNSUPPORTED_HINT};
+use super::model::{ArtifactsSpec, CacheKey, CacheSpec, ImageSpec, Need, RetrySpec, Rule, When};
 use super::yaml::{Node, Value};
 
 /// Report types the mock sends, with GitLab's format and default file name.
@@ -606,7 +607,7 @@ pub(super) fn parse_rules(cx: &mut Ctx<'_>, n: &Node, what: &str) -> Option<Vec<
                 }
                 "when" => {
                     let wv = parse_when(cx, v, &w);
-                    if wv == super::config::When::Delayed {
+                    if wv == When::Delayed {
                         // It would need rules:start_in, which is not implemented.
                         cx.err(
                             v.pos,

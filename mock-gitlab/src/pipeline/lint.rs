@@ -1,6 +1,11 @@
 //! Lint errors in the style of GitLab's CI lint, with file:line:column.
 
-use super::yaml::Pos;
+/// 1-based line and column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
 
 /// One problem found in a CI configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,3 +90,19 @@ impl std::fmt::Display for LintError {
 }
 
 impl std::error::Error for LintError {}
+
+/// Where lint errors are collected while one file is parsed.
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) errors: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    pub(super) fn err(&mut self, pos: Pos, message: impl Into<String>, hint: Option<&str>) {
+        self.errors
+            .push(Diagnostic::new(self.file, Some(pos), message.into(), hint));
+    }
+}
+
+pub(super) const UNSUPPORTED_HINT: &str =
+    "mock-gitlab does not implement this keyword yet; remove it or extend mock-gitlab/src/pipeline";

@@ -2,10 +2,13 @@
 //! (`lint`), durations, and the stage engine below that moves jobs from
 //! `created` to `pending`/`skipped` as earlier stages finish.
 
+mod basics;
 pub mod config;
 pub mod duration;
+mod job;
 pub mod keywords;
 pub mod lint;
+pub(crate) mod model;
 pub mod preprocess;
 pub mod rules;
 pub mod yaml;
@@ -13,7 +16,7 @@ pub mod yaml;
 use std::time::Instant;
 
 use crate::state::{JobStatus, PipelineId, PipelineStatus, State};
-use config::When;
+use model::When;
 
 /// What `advance` changed, for logging and wake-ups.
 #[derive(Debug, Default)]

@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 
-use super::config::{Ctx, UNSUPPORTED_HINT};
-use super::yaml::{Node, Pos, Value};
+use super::lint::Pos;
+use super::lint::{Ctx, UNSUPPORTED_HINT};
+use super::yaml::{Node, Value};
 
 /// GitLab's limits: nested includes, `!reference` depth, `extends` depth.
 const MAX_INCLUDE_DEPTH: usize = 100;

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 
+pub use super::lint::Pos;
 use super::lint::{Diagnostic, LintError};
 
 /// GitLab refuses configs above 1 MiB (`Gitlab::Config::Loader::Yaml::MAX_YAML_SIZE`).
@@ -25,13 +26,6 @@ pub const MAX_YAML_SIZE: usize = 1024 * 1024;
 pub const MAX_YAML_DEPTH: usize = 100;
 /// Nodes that alias expansion and merge keys may produce in total.
 pub const ALIAS_BUDGET: usize = 100_000;
-
-/// 1-based line and column.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pos {
-    pub line: usize,
-    pub column: usize,
-}
 
 #[derive(Clone, Debug)]
 pub enum Value {

@@ -1,246 +1,15 @@
-//! The job payload (`POST /jobs/request` → 201), as the runner's `spec.Job`
-//! expects it. See runner-protocol.md §4.
-//!
-//! Type traps this module guards against (each makes the real runner drop the
-//! job silently): integers must be JSON integers (all numeric fields here are
-//! integer types, never `f64`); `run`, `inputs` and `secrets` are never
-//! emitted (there are no such fields); `pull_policy` is always an array;
-//! `project_jobs_running_on_instance_runners_count` is a string.
+//! The payload of one job, built from its spec and the pipeline, project and runner it runs
+//! for.
 
-use serde::Serialize;
-
-use crate::pipeline::config::{ArtifactsSpec, CacheKey, CacheSpec, ImageSpec, JobSpec, Variable};
+use super::job::{
+    DEFAULT_GIT_DEPTH, Dependency, FAILURE_REASONS, Features, GitInfo, Image, JobInfo, JobPayload,
+    JobVariable, RunnerInfo, SERVER_REVISION, SERVER_VERSION, Step, ZERO_SHA,
+};
+use super::variables::{expand_references, host_and_port, ref_variables, slugify};
+use crate::git::{COMMIT_AUTHOR_EMAIL, COMMIT_AUTHOR_NAME, COMMIT_DATE};
+use crate::pipeline::keywords::REPORT_TYPES;
+use crate::pipeline::model::{ArtifactsSpec, CacheKey, CacheSpec, JobSpec, Variable};
 use crate::state::RefKind;
-
-/// GitLab's full list of failure reasons (`Ci::Build.failure_reasons`); the
-/// runner maps its own reasons against this list before reporting.
-pub const FAILURE_REASONS: &[&str] = &[
-    "unknown_failure",
-    "script_failure",
-    "api_failure",
-    "stuck_or_timeout_failure",
-    "runner_system_failure",
-    "missing_dependency_failure",
-    "runner_unsupported",
-    "stale_schedule",
-    "job_execution_timeout",
-    "archived_failure",
-    "unmet_prerequisites",
-    "scheduler_failure",
-    "data_integrity_failure",
-    "forward_deployment_failure",
-    "user_blocked",
-    "project_deleted",
-    "ci_quota_exceeded",
-    "pipeline_loop_detected",
-    "no_matching_runner",
-    "trace_size_exceeded",
-    "builds_disabled",
-    "environment_creation_failure",
-    "deployment_rejected",
-    "failed_outdated_deployment_job",
-    "protected_environment_failure",
-    "insufficient_bridge_permissions",
-    "downstream_bridge_project_not_found",
-    "invalid_bridge_trigger",
-    "upstream_bridge_project_not_found",
-    "insufficient_upstream_permissions",
-    "bridge_pipeline_is_child_pipeline",
-    "downstream_pipeline_creation_failed",
-    "secrets_provider_not_found",
-    "reached_max_descendant_pipelines_depth",
-    "ip_restriction_failure",
-    "reached_max_pipeline_hierarchy_size",
-    "reached_downstream_pipeline_trigger_rate_limit",
-];
-
-/// The GitLab version the mock claims to be (`CI_SERVER_VERSION`).
-pub const SERVER_VERSION: &str = "18.11.0";
-pub const SERVER_REVISION: &str = "249f0215a1b";
-/// The default git depth of a new GitLab project.
-pub const DEFAULT_GIT_DEPTH: u32 = 20;
-const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
-
-#[derive(Serialize, Debug, Clone)]
-pub struct JobPayload {
-    pub id: u64,
-    pub token: String,
-    pub allow_git_fetch: bool,
-    pub job_info: JobInfo,
-    pub git_info: GitInfo,
-    pub runner_info: RunnerInfo,
-    pub variables: Vec<JobVariable>,
-    pub steps: Vec<Step>,
-    pub image: Option<Image>,
-    pub services: Vec<Image>,
-    pub artifacts: Vec<serde_json::Value>,
-    pub cache: Vec<serde_json::Value>,
-    pub credentials: Vec<serde_json::Value>,
-    pub dependencies: Vec<Dependency>,
-    pub hooks: Vec<serde_json::Value>,
-    pub features: Features,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct JobInfo {
-    pub id: u64,
-    pub name: String,
-    pub stage: String,
-    pub pipeline_id: u64,
-    pub project_id: u64,
-    pub project_name: String,
-    pub project_full_path: String,
-    pub instance_id: String,
-    pub instance_uuid: String,
-    pub namespace_id: u64,
-    pub root_namespace_id: u64,
-    pub organization_id: u64,
-    pub user_id: u64,
-    pub scoped_user_id: Option<u64>,
-    /// A *string* in the runner's type; a number fails decoding.
-    pub project_jobs_running_on_instance_runners_count: String,
-    pub time_in_queue_seconds: u64,
-    pub queue_size: u64,
-    pub queue_depth: u64,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct GitInfo {
-    pub repo_url: String,
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    pub sha: String,
-    pub before_sha: String,
-    pub ref_type: String,
-    pub refspecs: Vec<String>,
-    pub depth: u32,
-    pub repo_object_format: String,
-    pub protected: bool,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct RunnerInfo {
-    /// Shown by 19.x runners as "UUID: …" in the trace header.
-    pub uuid: String,
-    pub timeout: u64,
-    pub runner_session_url: Option<String>,
-}
-
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct JobVariable {
-    pub key: String,
-    pub value: String,
-    pub public: bool,
-    pub masked: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub file: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub raw: bool,
-}
-
-impl JobVariable {
-    fn public(key: &str, value: impl Into<String>) -> Self {
-        JobVariable {
-            key: key.into(),
-            value: value.into(),
-            public: true,
-            masked: false,
-            file: false,
-            raw: false,
-        }
-    }
-
-    fn secret(key: &str, value: impl Into<String>) -> Self {
-        JobVariable {
-            key: key.into(),
-            value: value.into(),
-            public: false,
-            masked: true,
-            file: false,
-            raw: false,
-        }
-    }
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct Step {
-    pub name: String,
-    pub script: Vec<String>,
-    pub timeout: u64,
-    pub when: String,
-    pub allow_failure: bool,
-}
-
-/// `image` and each `services[]` entry (GitLab's `Image`/`Service` entities).
-#[derive(Serialize, Debug, Clone)]
-pub struct Image {
-    pub name: String,
-    /// Services only; one alias or a comma-separated list, as written.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    /// Services only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// Always an array when present: a string here fails decoding.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pull_policy: Option<Vec<String>>,
-    pub ports: Vec<serde_json::Value>,
-    /// Services only.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub variables: Vec<JobVariable>,
-    /// `{docker: {user, platform}}`; unknown keys here make the runner fail the job.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executor_opts: Option<serde_json::Value>,
-}
-
-impl From<&ImageSpec> for Image {
-    fn from(s: &ImageSpec) -> Self {
-        let mut docker = serde_json::Map::new();
-        if let Some(u) = &s.docker_user {
-            docker.insert("user".into(), u.clone().into());
-        }
-        if let Some(p) = &s.docker_platform {
-            docker.insert("platform".into(), p.clone().into());
-        }
-        Image {
-            name: s.name.clone(),
-            alias: s.alias.clone(),
-            command: s.command.clone(),
-            entrypoint: s.entrypoint.clone(),
-            pull_policy: s.pull_policy.clone(),
-            ports: Vec::new(),
-            variables: s
-                .variables
-                .iter()
-                .map(|v| JobVariable {
-                    raw: v.raw,
-                    ..JobVariable::public(&v.key, v.value.clone())
-                })
-                .collect(),
-            executor_opts: (!docker.is_empty())
-                .then(|| serde_json::json!({ "docker": serde_json::Value::Object(docker) })),
-        }
-    }
-}
-
-/// One `dependencies[]` entry: a finished job whose archive the runner downloads.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct Dependency {
-    pub id: u64,
-    pub name: String,
-    /// The *running* job's token (recent GitLab); the download accepts it.
-    pub token: String,
-    pub artifacts_file: ArtifactsFile,
-}
-
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactsFile {
-    pub filename: String,
-    /// An integer: a float fails decoding.
-    pub size: u64,
-}
 
 /// `artifacts[]` entries as GitLab's `BuildRunnerPresenter#artifacts` makes
 /// them: the archive (if there are paths or untracked) then one per report.
@@ -259,10 +28,7 @@ pub fn artifact_entries(a: &ArtifactsSpec) -> Vec<serde_json::Value> {
         }));
     }
     for (kind, paths) in &a.reports {
-        let Some((_, format, file)) = crate::pipeline::keywords::REPORT_TYPES
-            .iter()
-            .find(|(t, _, _)| t == kind)
-        else {
+        let Some((_, format, file)) = REPORT_TYPES.iter().find(|(t, _, _)| t == kind) else {
             continue;
         };
         out.push(serde_json::json!({
@@ -302,120 +68,6 @@ pub fn cache_entries(caches: &[CacheSpec]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// GitLab's "variables inside other variables" (`BuildRunnerPresenter#runner_variables`:
-/// `sort_and_expand_all(keep_undefined: true, expand_file_refs: false, expand_raw_refs: false)`):
-/// GitLab resolves references between variables before it sends them, because the runner
-/// expands a value only one level deep (`B: "$A-x"`, `C: "$B/y"` reach a job as `C=<A>-x/y`
-/// only thanks to this). References (`$NAME`, `${NAME}`) take the referenced variable's
-/// expanded value, the last definition of a name winning and a variable that references its own
-/// name getting the definition before it; undefined names, references to file-type or raw
-/// variables and `$$` stay as written; raw values are sent as written. A reference cycle
-/// leaves every value as written, as GitLab does.
-pub fn expand_references(vars: &mut [JobVariable]) {
-    use std::collections::HashMap;
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, v) in vars.iter().enumerate() {
-        last.insert(v.key.as_str(), i);
-    }
-    struct Resolver<'a> {
-        vars: &'a [JobVariable],
-        last: HashMap<&'a str, usize>,
-        done: Vec<Option<String>>,
-        visiting: Vec<bool>,
-    }
-    impl Resolver<'_> {
-        /// The definition a reference to `name` from variable `from` means.
-        fn target(&self, from: usize, name: &str) -> Option<usize> {
-            match self.last.get(name) {
-                Some(&j) if j != from => Some(j),
-                Some(_) => (0..from).rev().find(|&j| self.vars[j].key == name),
-                None => None,
-            }
-        }
-
-        /// The expanded value of variable `i`; `None` on a reference cycle.
-        fn resolve(&mut self, i: usize) -> Option<String> {
-            if let Some(v) = &self.done[i] {
-                return Some(v.clone());
-            }
-            let v = &self.vars[i];
-            if v.raw || !v.value.contains('$') {
-                self.done[i] = Some(v.value.clone());
-                return Some(v.value.clone());
-            }
-            if self.visiting[i] {
-                return None;
-            }
-            self.visiting[i] = true;
-            let c: Vec<char> = v.value.chars().collect();
-            let mut out = String::new();
-            let mut k = 0;
-            while k < c.len() {
-                if c[k] != '$' {
-                    out.push(c[k]);
-                    k += 1;
-                    continue;
-                }
-                if c.get(k + 1) == Some(&'$') {
-                    out.push_str("$$");
-                    k += 2;
-                    continue;
-                }
-                let braced = c.get(k + 1) == Some(&'{');
-                let start = if braced { k + 2 } else { k + 1 };
-                let mut j = start;
-                let first_ok = c
-                    .get(start)
-                    .is_some_and(|ch| ch.is_ascii_alphabetic() || *ch == '_');
-                while first_ok && j < c.len() && (c[j].is_ascii_alphanumeric() || c[j] == '_') {
-                    j += 1;
-                }
-                if j == start || (braced && c.get(j) != Some(&'}')) {
-                    out.push('$');
-                    k += 1;
-                    continue;
-                }
-                let end = if braced { j + 1 } else { j };
-                let written: String = c[k..end].iter().collect();
-                let name: String = c[start..j].iter().collect();
-                match self.target(i, &name) {
-                    Some(t) if !self.vars[t].file && !self.vars[t].raw => {
-                        out.push_str(&self.resolve(t)?)
-                    }
-                    _ => out.push_str(&written),
-                }
-                k = end;
-            }
-            self.visiting[i] = false;
-            self.done[i] = Some(out.clone());
-            Some(out)
-        }
-    }
-    let n = vars.len();
-    let mut r = Resolver {
-        vars,
-        last,
-        done: vec![None; n],
-        visiting: vec![false; n],
-    };
-    let mut expanded = Vec::with_capacity(n);
-    for i in 0..n {
-        match r.resolve(i) {
-            Some(v) => expanded.push(v),
-            None => return,
-        }
-    }
-    for (v, e) in vars.iter_mut().zip(expanded) {
-        v.value = e;
-    }
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct Features {
-    pub trace_sections: bool,
-    pub failure_reasons: Vec<String>,
-}
-
 /// Everything needed to build one payload.
 pub struct PayloadContext<'a> {
     pub job_id: u64,
@@ -442,102 +94,8 @@ pub struct PayloadContext<'a> {
     pub runner_tags: &'a [String],
     pub time_in_queue_s: u64,
     /// Project CI/CD variables; sent after the YAML ones, so they win.
-    pub project_variables: &'a [crate::Variable],
+    pub project_variables: &'a [crate::state::Variable],
     pub dependencies: Vec<Dependency>,
-}
-
-/// Lowercase, non-alphanumerics to `-`, at most 63 chars, no leading or
-/// trailing `-` (GitLab's `CI_*_SLUG` rule).
-pub fn slugify(s: &str) -> String {
-    let lowered: String = s
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let cut: String = lowered.chars().take(63).collect();
-    cut.trim_matches('-').to_string()
-}
-
-fn host_and_port(url: &str) -> (String, String) {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => {
-            (h.to_string(), p.to_string())
-        }
-        _ => (hostport.to_string(), "80".to_string()),
-    }
-}
-
-/// The predefined variables that depend on what a pipeline runs for, as GitLab sets them:
-/// `CI_COMMIT_BRANCH` for branches only, `CI_COMMIT_TAG` (and `CI_COMMIT_TAG_MESSAGE`) for tags
-/// only, `CI_MERGE_REQUEST_*` for merge requests only, whose `CI_COMMIT_REF_NAME` is the source
-/// branch. Used for `rules:if` at creation and in the job payload, so both agree.
-pub fn ref_variables(
-    kind: &RefKind,
-    git_ref: &str,
-    project_id: u64,
-    project_path: &str,
-    project_url: &str,
-) -> Vec<(&'static str, String)> {
-    let ref_name = match kind {
-        RefKind::MergeRequest(mr) => mr.source_branch.as_str(),
-        _ => git_ref,
-    };
-    let mut v = vec![
-        ("CI_COMMIT_REF_NAME", ref_name.to_string()),
-        ("CI_COMMIT_REF_SLUG", slugify(ref_name)),
-    ];
-    match kind {
-        RefKind::Branch => v.push(("CI_COMMIT_BRANCH", git_ref.to_string())),
-        RefKind::Tag { message } => {
-            v.push(("CI_COMMIT_TAG", git_ref.to_string()));
-            v.push(("CI_COMMIT_TAG_MESSAGE", message.clone().unwrap_or_default()));
-        }
-        RefKind::MergeRequest(mr) => {
-            // One project: source and target project are the same.
-            v.extend([
-                ("CI_MERGE_REQUEST_ID", mr.id.to_string()),
-                ("CI_MERGE_REQUEST_IID", mr.iid.to_string()),
-                ("CI_MERGE_REQUEST_REF_PATH", git_ref.to_string()),
-                ("CI_MERGE_REQUEST_PROJECT_ID", project_id.to_string()),
-                ("CI_MERGE_REQUEST_PROJECT_PATH", project_path.to_string()),
-                ("CI_MERGE_REQUEST_PROJECT_URL", project_url.to_string()),
-                (
-                    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
-                    mr.target_branch.clone(),
-                ),
-                ("CI_MERGE_REQUEST_TARGET_BRANCH_PROTECTED", "true".into()),
-                ("CI_MERGE_REQUEST_TITLE", mr.title.clone()),
-                ("CI_MERGE_REQUEST_SQUASH_ON_MERGE", "false".into()),
-                ("CI_MERGE_REQUEST_DRAFT", "false".into()),
-                ("CI_MERGE_REQUEST_SOURCE_PROJECT_ID", project_id.to_string()),
-                (
-                    "CI_MERGE_REQUEST_SOURCE_PROJECT_PATH",
-                    project_path.to_string(),
-                ),
-                (
-                    "CI_MERGE_REQUEST_SOURCE_PROJECT_URL",
-                    project_url.to_string(),
-                ),
-                (
-                    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
-                    mr.source_branch.clone(),
-                ),
-                ("CI_MERGE_REQUEST_SOURCE_BRANCH_PROTECTED", "true".into()),
-                ("CI_MERGE_REQUEST_EVENT_TYPE", "detached".into()),
-                ("CI_MERGE_REQUEST_DIFF_ID", mr.iid.to_string()),
-                ("CI_MERGE_REQUEST_DIFF_BASE_SHA", mr.target_sha.clone()),
-                // Set for merged-results pipelines only; empty in detached ones.
-                ("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", String::new()),
-                ("CI_MERGE_REQUEST_TARGET_BRANCH_SHA", String::new()),
-            ]);
-        }
-    }
-    v
 }
 
 /// `git_info.refspecs` as GitLab's `Ci::BuildRunnerPresenter#refspecs` makes them: the
@@ -730,23 +288,16 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
         p("CI_COMMIT_DESCRIPTION", ""),
         p("CI_COMMIT_REF_PROTECTED", "true"),
         // GitLab formats this with an explicit offset.
-        p(
-            "CI_COMMIT_TIMESTAMP",
-            crate::git::COMMIT_DATE.replace('Z', "+00:00"),
-        ),
+        p("CI_COMMIT_TIMESTAMP", COMMIT_DATE.replace('Z', "+00:00")),
         p(
             "CI_COMMIT_AUTHOR",
-            format!(
-                "{} <{}>",
-                crate::git::COMMIT_AUTHOR_NAME,
-                crate::git::COMMIT_AUTHOR_EMAIL
-            ),
+            format!("{} <{}>", COMMIT_AUTHOR_NAME, COMMIT_AUTHOR_EMAIL),
         ),
         p("CI_RUNNER_ID", cx.runner_id.to_string()),
         p("CI_RUNNER_DESCRIPTION", cx.runner_description),
         p("CI_RUNNER_TAGS", runner_tags),
         p("GITLAB_USER_ID", "1"),
-        p("GITLAB_USER_EMAIL", crate::git::COMMIT_AUTHOR_EMAIL),
+        p("GITLAB_USER_EMAIL", COMMIT_AUTHOR_EMAIL),
         p("GITLAB_USER_LOGIN", "root"),
         p("GITLAB_USER_NAME", "Administrator"),
     ]);
@@ -860,8 +411,9 @@ pub fn build(cx: &PayloadContext<'_>) -> JobPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::config::{AllowFailure, When};
-    use crate::pipeline::yaml::Pos;
+    use crate::payload::ArtifactsFile;
+    use crate::pipeline::lint::Pos;
+    use crate::pipeline::model::{AllowFailure, ImageSpec, When};
 
     fn sample() -> JobPayload {
         let spec = JobSpec {
@@ -921,7 +473,7 @@ mod tests {
             base_name: "hello world".into(),
             start_in_s: None,
         };
-        let project_vars = vec![crate::Variable {
+        let project_vars = vec![crate::state::Variable {
             key: "SECRET".into(),
             value: "s3cr3t-value".into(),
             masked: true,
@@ -1055,7 +607,7 @@ mod tests {
     fn refspecs_per_ref_kind_and_depth() {
         let sha = "0123456789abcdef0123456789abcdef01234567";
         let persistent = format!("+{sha}:refs/pipelines/7");
-        let mr = RefKind::MergeRequest(crate::MergeRequest {
+        let mr = RefKind::MergeRequest(crate::state::MergeRequest {
             id: 501,
             iid: 1,
             title: "X".into(),
