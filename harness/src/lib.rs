@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod bench_pinp;
+pub mod cases;
 pub mod conformance;
 pub mod fleet;
 pub mod forge;
