@@ -9,6 +9,7 @@
 //! [`redact`] keeps secrets out of everything.
 
 pub mod bench;
+pub mod cases;
 pub mod conformance;
 pub mod engine;
 pub mod executor;

@@ -284,7 +284,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::Cases => {
-            for c in conformance::cases() {
+            for c in runnerlab::cases::cases() {
                 let modes: Vec<&str> = c.modes.iter().map(|m| m.name()).collect();
                 println!("{:<28} [{}] {}", c.name, modes.join(","), c.about);
             }
