@@ -111,7 +111,7 @@ pub async fn run(modes: &[Executor], reps: usize, runner: &GetOptions) -> Result
         opts.runner = runner.clone();
         let lab = Lab::start_with(opts).await?;
         let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
-        let (extras, _) = crate::cases::pinp_extras(mode, &pinp);
+        let (extras, _) = crate::cases::pinp_extras(mode, &pinp)?;
         let mut opts = lab.options().clone();
         opts.extras = extras;
         // The PinP variant only: the plain lab was there to forge the images.

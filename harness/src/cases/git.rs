@@ -5,7 +5,7 @@ use anyhow::{Result, ensure};
 
 use super::support::{ensure_trace_has, job_ended, outcome};
 use super::{ALL, Case, Outcome};
-use crate::lab::{Executor, Lab, PipelineRun};
+use crate::lab::{Lab, PipelineRun};
 
 pub(super) const GIT_STRATEGY_NONE: Case = Case {
     name: "git-strategy-none",
@@ -117,15 +117,16 @@ async fn git_strategy_fetch(lab: &Lab) -> Result<Outcome> {
     // Shell keeps builds_dir in the runner container and docker in a per-project volume, so the
     // second job fetches into the first one's tree. The podman driver gives every job a new
     // container: nothing to reuse, a fresh clone is right there.
-    match lab.executor() {
-        Executor::Shell | Executor::Docker => ensure!(
+    if lab.executor().mode().reuses_builds_dir() {
+        ensure!(
             reused,
             "the second fetch did not reuse the work tree; trace:\n{trace}"
-        ),
-        Executor::Custom => ensure!(
+        );
+    } else {
+        ensure!(
             !reused,
             "a job container of the podman driver found an earlier job's work tree; trace:\n{trace}"
-        ),
+        );
     }
     Ok(Outcome {
         note: Some(format!(

@@ -8,9 +8,10 @@ use anyhow::{Result, ensure};
 
 use super::support::{ensure_trace_has, job_ended, job_output, masked, outcome, var, variant};
 use super::{ALL, CONTAINERS, Case, Outcome};
+use crate::executor::For;
 use crate::forge::pinp::{ARCHIVE_IN_JOB, PinpImages};
-use crate::lab::{Executor, Lab, PipelineRun, RunnerExtras};
 use crate::lab::registry::Registry;
+use crate::lab::{Executor, Lab, PipelineRun, RunnerExtras};
 
 /// What the runner needs so that its jobs can run `podman build`, per mode, and the same as one
 /// line for the report. Never `--privileged`: the inner podman runs rootless (no CAP_SYS_ADMIN).
@@ -20,62 +21,23 @@ use crate::lab::registry::Registry;
 ///   overlayfs, and fuse-overlayfs would need /dev/fuse (0600 root on the host). A tmpfs goes with
 ///   the container, so nothing outlives the job unlabelled (an anonymous volume would);
 /// - the builder archive, bind-mounted read-only (no registry; see `forge::pinp::ensure_archive`).
-pub(crate) fn pinp_extras(mode: Executor, pinp: &PinpImages) -> (RunnerExtras, String) {
-    let archive = format!("{}:{ARCHIVE_IN_JOB}:ro", pinp.archive.display());
-    match mode {
-        Executor::Shell => (
-            RunnerExtras {
-                image: Some(pinp.shell_runner.clone()),
-                run_args: vec![
-                    "--security-opt".into(),
-                    "unmask=/proc/*".into(),
-                    // The jobs' user (gitlab-runner) keeps its store there too.
-                    "--tmpfs".into(),
-                    "/var/lib/containers:rw,mode=1777".into(),
-                    "-v".into(),
-                    archive,
-                ],
-                register_args: vec![],
-            },
-            "runner container (image gitlab-runner-pinp): --security-opt unmask=/proc/*, \
-             --tmpfs /var/lib/containers:rw,mode=1777, archive -v …:ro; no --privileged, no devices, \
-             no cap_add"
-                .into(),
-        ),
-        Executor::Docker => (
-            RunnerExtras {
-                register_args: vec![
-                    "--docker-security-opt".into(),
-                    "unmask=/proc/*".into(),
-                    // A `key:value` pair (the help's "json object" ends up as a literal key).
-                    "--docker-tmpfs".into(),
-                    "/var/lib/containers:rw".into(),
-                    "--docker-volumes".into(),
-                    archive,
-                ],
-                ..RunnerExtras::default()
-            },
-            "[runners.docker] security_opt = [\"unmask=/proc/*\"], tmpfs = {\"/var/lib/containers\" = \"rw\"}, \
-             volumes += archive:ro; privileged = false, no devices, no cap_add"
-                .into(),
-        ),
-        Executor::Custom => (
-            RunnerExtras {
-                // The driver appends PODMAN_RUN_ARGS (split on whitespace) to the job container's flags.
-                run_args: vec![
-                    "-e".into(),
-                    format!(
-                        "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* \
-                         --tmpfs=/var/lib/containers:rw --volume={archive}"
-                    ),
-                ],
-                ..RunnerExtras::default()
-            },
-            "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw \
-             --volume=archive:ro; no --privileged, no devices, no cap_add"
-                .into(),
-        ),
+pub(crate) fn pinp_extras(mode: Executor, pinp: &PinpImages) -> Result<(RunnerExtras, String)> {
+    let m = mode.mode();
+    let mut x = RunnerExtras::default();
+    if m.jobs_run_in_runner_container() {
+        // The jobs' podman comes from the runner image.
+        x.image = Some(pinp.shell_runner.clone());
     }
+    m.add_security_opt(&mut x, For::Jobs, "unmask=/proc/*")?;
+    m.add_tmpfs(&mut x, For::Jobs, "/var/lib/containers", "rw")?;
+    m.add_volume(
+        &mut x,
+        &pinp.archive.to_string_lossy(),
+        ARCHIVE_IN_JOB,
+        true,
+    )?;
+    let note = format!("{}; no --privileged, no devices, no cap_add", x.describe());
+    Ok((x, note))
 }
 
 pub(super) const PODMAN_BUILD: Case = Case {
@@ -91,7 +53,7 @@ pub(super) const PODMAN_BUILD: Case = Case {
 async fn podman_build(lab: &Lab) -> Result<Outcome> {
     let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
     // A variant of the suite's lab: the runner's container and registration carry the flags.
-    let (extras, flags) = pinp_extras(lab.executor(), &pinp);
+    let (extras, flags) = pinp_extras(lab.executor(), &pinp)?;
     let lab2 = variant(lab, extras).await?;
     let run = lab2
         .pipeline("go-multistage")
@@ -110,10 +72,7 @@ async fn podman_build(lab: &Lab) -> Result<Outcome> {
             "hello from playground:testing, built by podman inside a job",
         ],
     )?;
-    let user = match lab.executor() {
-        Executor::Shell => "uid=1000(gitlab-runner)",
-        Executor::Docker | Executor::Custom => "uid=0(root)",
-    };
+    let user = lab.executor().mode().job_identity();
     ensure!(
         trace.lines().any(|l| l.starts_with(user)),
         "the job did not run as {user}; trace:\n{trace}"
@@ -154,40 +113,17 @@ const SHELL_IGNORES_IMAGE: &[(Executor, &str)] = &[(
      container (registry-push covers the registry in shell mode)",
 )];
 
-/// What the runner needs to pull a job's image from the private registry, per mode, and the same
-/// as one line for the report. The TLS trust is the rootless user's, per registry (see `registry`).
-fn registry_pull_extras(mode: Executor) -> (RunnerExtras, String) {
-    match mode {
-        // The lab registers `pull_policy = ["never"]`; the job asks for if-not-present, which
-        // must be allowed (a job's pull_policy outside allowed_pull_policies fails the job).
-        Executor::Docker => (
-            RunnerExtras {
-                register_args: vec![
-                    "--docker-allowed-pull-policies".into(),
-                    "never".into(),
-                    "--docker-allowed-pull-policies".into(),
-                    "if-not-present".into(),
-                ],
-                ..RunnerExtras::default()
-            },
-            "[runners.docker] allowed_pull_policies = [\"never\", \"if-not-present\"] (the job's \
-             image sets pull_policy: if-not-present); CA in ~runner-user/.config/containers/certs.d/\
-             127.0.0.1:<port>/ca.crt"
-                .into(),
-        ),
-        // A later `-e` wins over the lab's RUNNERLAB_PULL_POLICY=never.
-        Executor::Custom => (
-            RunnerExtras {
-                run_args: vec!["-e".into(), "RUNNERLAB_PULL_POLICY=if-not-present".into()],
-                ..RunnerExtras::default()
-            },
-            "RUNNERLAB_PULL_POLICY=if-not-present (the driver pulls with --authfile from \
-             CUSTOM_ENV_DOCKER_AUTH_CONFIG); CA in ~runner-user/.config/containers/certs.d/\
-             127.0.0.1:<port>/ca.crt"
-                .into(),
-        ),
-        Executor::Shell => (RunnerExtras::default(), String::new()),
-    }
+/// What the runner needs to pull a job's image from the private registry (the job's image sets
+/// `pull_policy: if-not-present`), and the same as one line for the report. The TLS trust is the
+/// rootless user's, per registry (see `registry`).
+fn registry_pull_extras(mode: Executor) -> Result<(RunnerExtras, String)> {
+    let mut x = RunnerExtras::default();
+    mode.mode().allow_pull_policy(&mut x, "if-not-present")?;
+    let note = format!(
+        "{}; CA in ~runner-user/.config/containers/certs.d/127.0.0.1:<port>/ca.crt",
+        x.describe()
+    );
+    Ok((x, note))
 }
 
 /// A private registry under the run id of a variant of the suite's lab with `extras`. Bound as
@@ -315,7 +251,7 @@ pub(super) const REGISTRY_PULL: Case = Case {
 };
 
 async fn registry_pull(lab: &Lab) -> Result<Outcome> {
-    let (extras, flags) = registry_pull_extras(lab.executor());
+    let (extras, flags) = registry_pull_extras(lab.executor())?;
     let (reg, lab2) = registry_lab(lab, extras).await?;
     let auth = reg.docker_auth_config(&reg.host_address(), reg.password());
     let run = lab2
@@ -348,7 +284,7 @@ pub(super) const REGISTRY_WRONG_CREDENTIALS: Case = Case {
 };
 
 async fn registry_wrong_credentials(lab: &Lab) -> Result<Outcome> {
-    let (extras, _) = registry_pull_extras(lab.executor());
+    let (extras, _) = registry_pull_extras(lab.executor())?;
     let (reg, lab2) = registry_lab(lab, extras).await?;
     // The right user with a password of the same shape: only the password is wrong.
     let wrong =
@@ -373,10 +309,7 @@ async fn registry_wrong_credentials(lab: &Lab) -> Result<Outcome> {
     // Docker: runner 19.4 classifies an `unauthorized` pull as runner_configuration_error, which it
     // reports as script_failure (GitLab has no such reason). Custom: a failed prepare is a system
     // failure by the driver's contract (the runner retries prepare twice first).
-    let want = match lab2.executor() {
-        Executor::Custom => "runner_system_failure",
-        _ => "script_failure",
-    };
+    let want = lab2.executor().mode().pull_failure_reason();
     ensure!(
         job.failure_reason() == Some(want),
         "failure reason {:?}, expected {want}",
@@ -403,7 +336,7 @@ pub(super) const REGISTRY_PUSH: Case = Case {
 
 async fn registry_push(lab: &Lab) -> Result<Outcome> {
     let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
-    let (extras, flags) = pinp_extras(lab.executor(), &pinp);
+    let (extras, flags) = pinp_extras(lab.executor(), &pinp)?;
     let (reg, lab2) = registry_lab(lab, extras).await?;
     let run = lab2
         .pipeline("registry-push")

@@ -5,7 +5,8 @@ use anyhow::{Result, ensure};
 
 use super::support::{CUSTOM_HOME, ensure_trace_has, job_ended, outcome, variant};
 use super::{ALL, Case, Outcome};
-use crate::lab::{Executor, Lab, RunnerExtras};
+use crate::executor::For;
+use crate::lab::{Lab, RunnerExtras};
 
 pub(super) const ROOTLESS_IDENTITY: Case = Case {
     name: "rootless-identity",
@@ -59,24 +60,16 @@ async fn gitconfig_home(lab: &Lab) -> Result<Outcome> {
     let mode = lab.executor();
     // A variant of the suite's lab: the runner writes global git config while getting the sources
     // (as the Kubernetes executor does by default), and the fix's directory is mounted.
-    let tmpfs = format!("{CUSTOM_HOME}:rw,mode=1777");
     let mut extras = RunnerExtras {
         register_args: vec!["--safe-directory-checkout=true".into()],
         ..RunnerExtras::default()
     };
-    match mode {
-        // Shell jobs run in the runner container.
-        Executor::Shell => extras.run_args.extend(["--tmpfs".into(), tmpfs]),
-        Executor::Docker => extras
-            .register_args
-            .extend(["--docker-tmpfs".into(), tmpfs]),
-        // The driver's job container runs as uid 1000 (the custom executor does not carry
-        // `image:docker:user`), with the tmpfs.
-        Executor::Custom => extras.run_args.extend([
-            "-e".into(),
-            format!("PODMAN_RUN_ARGS=--user=1000 --tmpfs={tmpfs}"),
-        ]),
-    }
+    // Where the runner's configuration can say so (custom), the job runs as uid 1000, like the
+    // seed's pod; elsewhere the job itself sets its user (docker: `image:docker:user`) or the
+    // runner does (shell: `run --user`).
+    mode.mode().add_job_user(&mut extras, 1000);
+    mode.mode()
+        .add_tmpfs(&mut extras, For::Jobs, CUSTOM_HOME, "rw,mode=1777")?;
     let lab2 = variant(lab, extras).await?;
     let run = lab2.pipeline("gitconfig-home").run().await?;
 
@@ -90,7 +83,7 @@ async fn gitconfig_home(lab: &Lab) -> Result<Outcome> {
     // writes the config as the job's user, in the script when a root helper got the sources.
     let script_at = trace.find("step_script");
     let in_sources = script_at.is_none_or(|s| at < s);
-    let expect_in_sources = mode != Executor::Docker;
+    let expect_in_sources = !mode.mode().sources_by_helper();
     ensure!(
         in_sources == expect_in_sources,
         "the error came {} in {mode} (expected {}); trace:\n{trace}",

@@ -9,7 +9,8 @@ use anyhow::{Result, ensure};
 use super::pinp_registry::pinp_extras;
 use super::support::{CUSTOM_HOME, ensure_trace_has, job_ended, outcome, variant};
 use super::{CONTAINERS, Case, DOCKER, Outcome};
-use crate::lab::{Executor, Lab};
+use crate::executor::For;
+use crate::lab::Lab;
 
 pub(super) const SERVICES_BY_ALIAS: Case = Case {
     name: "services-by-alias",
@@ -139,50 +140,19 @@ async fn docker_host_service(lab: &Lab) -> Result<Outcome> {
     let pinp = crate::forge::pinp::ensure(lab.runner(), lab.images(), lab.podman()).await?;
     // The job gets the Podman-in-Podman flags (for the builder archive's mount); the service, which
     // runs the builds, needs the same nesting flags through the services' own settings.
-    let (mut extras, job_flags) = pinp_extras(lab.executor(), &pinp);
+    let (mut extras, _) = pinp_extras(lab.executor(), &pinp)?;
     // The seed's HOME=/my_custom_dir must exist wherever the job's variables go (the helper's git
     // writes its global config there): the documented fix, a writable mount (Kubernetes: an
-    // emptyDir), here a tmpfs on the job's containers and, since services get the job's
-    // variables too, on the service.
-    let home = format!("{CUSTOM_HOME}:rw,mode=1777");
-    let service_flags = match lab.executor() {
-        Executor::Docker => {
-            extras.register_args.extend([
-                "--docker-tmpfs".into(),
-                home.clone(),
-                "--docker-services-security-opt".into(),
-                "unmask=/proc/*".into(),
-                "--docker-services-tmpfs".into(),
-                "/var/lib/containers:rw".into(),
-                "--docker-services-tmpfs".into(),
-                home,
-            ]);
-            format!(
-                "tmpfs += {{\"{CUSTOM_HOME}\" = \"rw,mode=1777\"}}; services_security_opt = [\"unmask=/proc/*\"], \
-                 services_tmpfs = {{\"/var/lib/containers\" = \"rw\", \"{CUSTOM_HOME}\" = \"rw,mode=1777\"}}"
-            )
-        }
-        Executor::Custom => {
-            // The driver gives services their own variables only, so HOME stays theirs.
-            for a in extras.run_args.iter_mut() {
-                if a.starts_with("PODMAN_RUN_ARGS=") {
-                    a.push_str(&format!(" --tmpfs={home}"));
-                }
-            }
-            extras.run_args.extend([
-                "-e".into(),
-                "PODMAN_SERVICE_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw"
-                    .into(),
-            ]);
-            format!(
-                "PODMAN_RUN_ARGS += --tmpfs={CUSTOM_HOME}:rw,mode=1777; PODMAN_SERVICE_ARGS=--security-opt=unmask=/proc/* \
-                 --tmpfs=/var/lib/containers:rw"
-            )
-        }
-        Executor::Shell => {
-            anyhow::bail!("{}", DOCKER_HOST_SERVICE.skip_reason(lab.executor()))
-        }
-    };
+    // emptyDir), here a tmpfs on the job's containers and, where services get the job's variables
+    // too (docker), on the service. The service, which runs the builds, needs the nesting flags.
+    let m = lab.executor().mode();
+    m.add_tmpfs(&mut extras, For::Jobs, CUSTOM_HOME, "rw,mode=1777")?;
+    m.add_security_opt(&mut extras, For::Services, "unmask=/proc/*")?;
+    m.add_tmpfs(&mut extras, For::Services, "/var/lib/containers", "rw")?;
+    if m.services_get_job_variables() {
+        m.add_tmpfs(&mut extras, For::Services, CUSTOM_HOME, "rw,mode=1777")?;
+    }
+    let flags = extras.describe();
     let lab2 = variant(lab, extras).await?;
     let run = lab2
         .pipeline("docker-host-service")
@@ -217,8 +187,7 @@ async fn docker_host_service(lab: &Lab) -> Result<Outcome> {
     }
     Ok(Outcome {
         note: Some(format!(
-            "job: {job_flags}; HOME and service: {service_flags}; DOCKER_HOST is read by the job's \
-             `podman --url`, podman itself ignores it"
+            "{flags}; DOCKER_HOST is read by the job's `podman --url`, podman itself ignores it"
         )),
         ..outcome(run)
     })

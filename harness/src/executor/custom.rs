@@ -3,11 +3,13 @@
 //! job through the lab's API socket (mounted at `/run/podman/`), services on a per-job network.
 //! What jobs need goes into the driver's `PODMAN_RUN_ARGS` (appended to the job container's flags).
 
+use anyhow::Result;
+
 use crate::forge::images;
 
 use super::shell::volume;
 use super::{
-    ExecutorMode, ExecutorSetup, KnownGrowth, ModeFuture, RunnerExtras, SetupContext,
+    ExecutorMode, ExecutorSetup, For, KnownGrowth, ModeFuture, RunnerExtras, SetupContext,
     start_api_service,
 };
 
@@ -95,41 +97,64 @@ impl ExecutorMode for Custom {
         true
     }
 
-    fn add_tmpfs(&self, extras: &mut RunnerExtras, path: &str, options: &str) {
-        job_arg(extras, &format!("--tmpfs={path}:{options}"));
+    fn reuses_builds_dir(&self) -> bool {
+        // The driver gives every job a new container: nothing to reuse.
+        false
     }
 
-    fn add_volume(&self, extras: &mut RunnerExtras, src: &str, dst: &str, ro: bool) {
-        job_arg(extras, &format!("--volume={}", volume(src, dst, ro)));
+    fn pull_failure_reason(&self) -> &'static str {
+        // A failed prepare is a system failure by the custom executor's contract.
+        "runner_system_failure"
     }
 
-    fn add_security_opt(&self, extras: &mut RunnerExtras, opt: &str) {
-        job_arg(extras, &format!("--security-opt={opt}"));
+    fn add_tmpfs(
+        &self,
+        x: &mut RunnerExtras,
+        target: For,
+        path: &str,
+        options: &str,
+    ) -> Result<()> {
+        driver_arg(x, target, &format!("--tmpfs={path}:{options}"));
+        Ok(())
     }
 
-    fn add_job_user(&self, extras: &mut RunnerExtras, uid: u32) -> bool {
-        job_arg(extras, &format!("--user={uid}"));
+    fn add_volume(&self, x: &mut RunnerExtras, src: &str, dst: &str, ro: bool) -> Result<()> {
+        driver_arg(x, For::Jobs, &format!("--volume={}", volume(src, dst, ro)));
+        Ok(())
+    }
+
+    fn add_security_opt(&self, x: &mut RunnerExtras, target: For, opt: &str) -> Result<()> {
+        driver_arg(x, target, &format!("--security-opt={opt}"));
+        Ok(())
+    }
+
+    fn add_job_user(&self, x: &mut RunnerExtras, uid: u32) -> bool {
+        driver_arg(x, For::Jobs, &format!("--user={uid}"));
         true
+    }
+
+    fn allow_pull_policy(&self, x: &mut RunnerExtras, policy: &str) -> Result<()> {
+        // A later `-e` wins over the lab's RUNNERLAB_PULL_POLICY=never.
+        x.run_args
+            .extend(["-e".into(), format!("RUNNERLAB_PULL_POLICY={policy}")]);
+        Ok(())
     }
 }
 
-const RUN_ARGS_VAR: &str = "PODMAN_RUN_ARGS=";
-
-/// Append `arg` to the one `-e PODMAN_RUN_ARGS=…` of the runner container (the driver splits it on
-/// whitespace and appends it to the job container's flags).
-fn job_arg(extras: &mut RunnerExtras, arg: &str) {
-    match extras
-        .run_args
-        .iter_mut()
-        .find(|a| a.starts_with(RUN_ARGS_VAR))
-    {
+/// Append `arg` to the one `-e PODMAN_RUN_ARGS=…` (job containers) or `-e PODMAN_SERVICE_ARGS=…`
+/// (service containers) of the runner container: the driver splits it on whitespace and appends it
+/// to the container's flags.
+fn driver_arg(extras: &mut RunnerExtras, target: For, arg: &str) {
+    let var = match target {
+        For::Jobs => "PODMAN_RUN_ARGS=",
+        For::Services => "PODMAN_SERVICE_ARGS=",
+    };
+    match extras.run_args.iter_mut().find(|a| a.starts_with(var)) {
         Some(v) => {
             v.push(' ');
             v.push_str(arg);
         }
-        None => extras
-            .run_args
-            .extend(["-e".into(), format!("{RUN_ARGS_VAR}{arg}")]),
+        None => extras.run_args.extend(["-e".into(), format!("{var}{arg}")]),
     }
 }
 
@@ -140,14 +165,23 @@ mod tests {
     #[test]
     fn job_needs_gather_in_one_podman_run_args() {
         let mut x = RunnerExtras::default();
-        Custom.add_security_opt(&mut x, "unmask=/proc/*");
-        Custom.add_tmpfs(&mut x, "/var/lib/containers", "rw");
-        Custom.add_volume(&mut x, "/a.tar", "/b.tar", true);
+        Custom
+            .add_security_opt(&mut x, For::Jobs, "unmask=/proc/*")
+            .unwrap();
+        Custom
+            .add_tmpfs(&mut x, For::Jobs, "/var/lib/containers", "rw")
+            .unwrap();
+        Custom.add_volume(&mut x, "/a.tar", "/b.tar", true).unwrap();
+        Custom
+            .add_security_opt(&mut x, For::Services, "unmask=/proc/*")
+            .unwrap();
         assert_eq!(
             x.run_args,
             [
                 "-e",
-                "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw --volume=/a.tar:/b.tar:ro"
+                "PODMAN_RUN_ARGS=--security-opt=unmask=/proc/* --tmpfs=/var/lib/containers:rw --volume=/a.tar:/b.tar:ro",
+                "-e",
+                "PODMAN_SERVICE_ARGS=--security-opt=unmask=/proc/*",
             ]
         );
     }

@@ -3,11 +3,13 @@
 //! helper image, `pull_policy = never`, `FF_NETWORK_PER_BUILD` on through `[runners] environment`
 //! as GitLab's Podman docs do (a job can turn it off).
 
+use anyhow::Result;
+
 use crate::engine::podman::{OWNER_LABEL, RUN_LABEL};
 
 use super::shell::volume;
 use super::{
-    ExecutorMode, ExecutorSetup, KnownGrowth, ModeFuture, RunnerExtras, SetupContext,
+    ExecutorMode, ExecutorSetup, For, KnownGrowth, ModeFuture, RunnerExtras, SetupContext,
     start_api_service,
 };
 
@@ -110,22 +112,55 @@ impl ExecutorMode for Docker {
         ]
     }
 
-    fn add_tmpfs(&self, extras: &mut RunnerExtras, path: &str, options: &str) {
+    fn sources_by_helper(&self) -> bool {
+        true
+    }
+
+    fn services_get_job_variables(&self) -> bool {
+        true
+    }
+
+    fn add_tmpfs(
+        &self,
+        x: &mut RunnerExtras,
+        target: For,
+        path: &str,
+        options: &str,
+    ) -> Result<()> {
         // A `key:value` pair (the help's "json object" ends up as a literal key).
-        extras
-            .register_args
-            .extend(["--docker-tmpfs".into(), format!("{path}:{options}")]);
+        let flag = match target {
+            For::Jobs => "--docker-tmpfs",
+            For::Services => "--docker-services-tmpfs",
+        };
+        x.register_args
+            .extend([flag.into(), format!("{path}:{options}")]);
+        Ok(())
     }
 
-    fn add_volume(&self, extras: &mut RunnerExtras, src: &str, dst: &str, ro: bool) {
-        extras
-            .register_args
+    fn add_volume(&self, x: &mut RunnerExtras, src: &str, dst: &str, ro: bool) -> Result<()> {
+        x.register_args
             .extend(["--docker-volumes".into(), volume(src, dst, ro)]);
+        Ok(())
     }
 
-    fn add_security_opt(&self, extras: &mut RunnerExtras, opt: &str) {
-        extras
-            .register_args
-            .extend(["--docker-security-opt".into(), opt.to_owned()]);
+    fn add_security_opt(&self, x: &mut RunnerExtras, target: For, opt: &str) -> Result<()> {
+        let flag = match target {
+            For::Jobs => "--docker-security-opt",
+            For::Services => "--docker-services-security-opt",
+        };
+        x.register_args.extend([flag.into(), opt.to_owned()]);
+        Ok(())
+    }
+
+    fn allow_pull_policy(&self, x: &mut RunnerExtras, policy: &str) -> Result<()> {
+        // The lab registers `pull_policy = ["never"]`; a job's pull_policy outside
+        // allowed_pull_policies fails the job.
+        x.register_args.extend([
+            "--docker-allowed-pull-policies".into(),
+            "never".into(),
+            "--docker-allowed-pull-policies".into(),
+            policy.to_owned(),
+        ]);
+        Ok(())
     }
 }

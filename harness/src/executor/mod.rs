@@ -144,20 +144,70 @@ pub trait ExecutorMode: Sync + Send {
         false
     }
 
-    /// Job containers get a tmpfs at `path` with mount `options` (e.g. `rw,mode=1777`).
-    fn add_tmpfs(&self, extras: &mut RunnerExtras, path: &str, options: &str);
+    /// Whether jobs run inside the runner container (their tools come from the runner image).
+    fn jobs_run_in_runner_container(&self) -> bool {
+        false
+    }
+
+    /// What `id` prints first in a job: who jobs run as by default.
+    fn job_identity(&self) -> &'static str {
+        "uid=0(root)"
+    }
+
+    /// Whether a project's next job finds the previous job's work tree (GIT_STRATEGY fetch reuses it).
+    fn reuses_builds_dir(&self) -> bool {
+        true
+    }
+
+    /// Whether the sources are fetched by a separate (root) helper rather than as the job's user.
+    fn sources_by_helper(&self) -> bool {
+        false
+    }
+
+    /// Whether service containers get the job's variables (HOME included).
+    fn services_get_job_variables(&self) -> bool {
+        false
+    }
+
+    /// The failure reason of a job whose image cannot be pulled (e.g. wrong registry credentials).
+    fn pull_failure_reason(&self) -> &'static str {
+        "script_failure"
+    }
+
+    /// Whether cancelling or timing out a job stops its script's processes.
+    fn stops_script_on_cancel(&self) -> bool {
+        true
+    }
+
+    /// `target` containers get a tmpfs at `path` with mount `options` (e.g. `rw,mode=1777`).
+    fn add_tmpfs(&self, x: &mut RunnerExtras, target: For, path: &str, options: &str)
+    -> Result<()>;
 
     /// Job containers get the host path `src` at `dst` (`ro`: read-only).
-    fn add_volume(&self, extras: &mut RunnerExtras, src: &str, dst: &str, ro: bool);
+    fn add_volume(&self, x: &mut RunnerExtras, src: &str, dst: &str, ro: bool) -> Result<()>;
 
-    /// Job containers run with `--security-opt OPT`.
-    fn add_security_opt(&self, extras: &mut RunnerExtras, opt: &str);
+    /// `target` containers run with `--security-opt OPT`.
+    fn add_security_opt(&self, x: &mut RunnerExtras, target: For, opt: &str) -> Result<()>;
 
     /// Job containers run as `uid`, where the runner's configuration can say so; `false` when the
     /// mode cannot (the job's own `image:docker:user` or the runner's `--user` decide there).
-    fn add_job_user(&self, _extras: &mut RunnerExtras, _uid: u32) -> bool {
+    fn add_job_user(&self, _x: &mut RunnerExtras, _uid: u32) -> bool {
         false
     }
+
+    /// Jobs may pull their image with `policy` (besides the lab's `never`).
+    fn allow_pull_policy(&self, _x: &mut RunnerExtras, _policy: &str) -> Result<()> {
+        bail!("the {} executor pulls no job images", self.name())
+    }
+}
+
+/// Which containers a runner setting is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum For {
+    /// The job's own container (the runner container in shell mode).
+    Jobs,
+    /// The job's service containers.
+    Services,
 }
 
 /// What a case adds to a lab's runner beyond its executor mode, e.g. what Podman-in-Podman jobs
@@ -187,6 +237,23 @@ pub struct ExecutorSetup {
     pub foreign_labels: Vec<String>,
     /// Where the API service's socket lives (mounted into the runner container).
     pub socket_dir: Option<SocketDir>,
+}
+
+impl RunnerExtras {
+    /// One line for a report: what the runner gets beyond its mode.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(i) = &self.image {
+            parts.push(format!("runner image {i}"));
+        }
+        if !self.run_args.is_empty() {
+            parts.push(format!("runner container: {}", self.run_args.join(" ")));
+        }
+        if !self.register_args.is_empty() {
+            parts.push(format!("register: {}", self.register_args.join(" ")));
+        }
+        parts.join("; ")
+    }
 }
 
 impl ExecutorSetup {

@@ -2,7 +2,9 @@
 //! upstream image). No API service: the runner container is the job's container, so what jobs need
 //! (mounts, security options) goes onto the runner container itself.
 
-use super::{ExecutorMode, ExecutorSetup, ModeFuture, RunnerExtras, SetupContext};
+use anyhow::{Result, bail};
+
+use super::{ExecutorMode, ExecutorSetup, For, ModeFuture, RunnerExtras, SetupContext};
 
 pub struct Shell;
 
@@ -19,21 +21,55 @@ impl ExecutorMode for Shell {
         false
     }
 
-    fn add_tmpfs(&self, extras: &mut RunnerExtras, path: &str, options: &str) {
-        extras
-            .run_args
+    fn jobs_run_in_runner_container(&self) -> bool {
+        true
+    }
+
+    fn job_identity(&self) -> &'static str {
+        "uid=1000(gitlab-runner)"
+    }
+
+    fn stops_script_on_cancel(&self) -> bool {
+        // With `run --user` the runner stops `su`, not the script under it.
+        false
+    }
+
+    fn add_tmpfs(
+        &self,
+        x: &mut RunnerExtras,
+        target: For,
+        path: &str,
+        options: &str,
+    ) -> Result<()> {
+        no_services(self, target)?;
+        // Jobs run as gitlab-runner: a tmpfs for them must be theirs to write.
+        let options = if options.contains("mode=") {
+            options.to_owned()
+        } else {
+            format!("{options},mode=1777")
+        };
+        x.run_args
             .extend(["--tmpfs".into(), format!("{path}:{options}")]);
+        Ok(())
     }
 
-    fn add_volume(&self, extras: &mut RunnerExtras, src: &str, dst: &str, ro: bool) {
-        extras.run_args.extend(["-v".into(), volume(src, dst, ro)]);
+    fn add_volume(&self, x: &mut RunnerExtras, src: &str, dst: &str, ro: bool) -> Result<()> {
+        x.run_args.extend(["-v".into(), volume(src, dst, ro)]);
+        Ok(())
     }
 
-    fn add_security_opt(&self, extras: &mut RunnerExtras, opt: &str) {
-        extras
-            .run_args
-            .extend(["--security-opt".into(), opt.to_owned()]);
+    fn add_security_opt(&self, x: &mut RunnerExtras, target: For, opt: &str) -> Result<()> {
+        no_services(self, target)?;
+        x.run_args.extend(["--security-opt".into(), opt.to_owned()]);
+        Ok(())
     }
+}
+
+fn no_services(mode: &Shell, target: For) -> Result<()> {
+    if target == For::Services {
+        bail!("the {} executor runs no service containers", mode.name());
+    }
+    Ok(())
 }
 
 pub(super) fn volume(src: &str, dst: &str, ro: bool) -> String {
