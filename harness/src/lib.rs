@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bench_pinp;
 pub mod conformance;
+pub mod engine;
 pub mod fleet;
 pub mod forge;
 pub mod host;
