@@ -309,10 +309,10 @@ async fn trixie_engine_end_to_end() -> Result<()> {
         "API /version: {version:?}"
     );
     // SIGTERM reaches podman itself (nsenter, setpriv and env exec).
-    // SAFETY: kill(2) on the service we spawned.
-    unsafe {
-        libc::kill(svc.id().context("service pid")? as i32, libc::SIGTERM);
-    }
+    let pid = svc.id().context("service pid")?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
     let st = tokio::time::timeout(Duration::from_secs(10), svc.wait()).await??;
     eprintln!("API service stopped: {st}");
     std::fs::remove_dir_all(&dir)?;
