@@ -382,7 +382,19 @@ async fn trixie_engine_end_to_end() -> Result<()> {
         );
     }
 
-    // Stop: nothing of the engine may remain.
+    // Stop with containers running, rootful (on the bridge) and rootless: nothing may remain.
+    for who in [None, Some(&user)] {
+        out(
+            engine.command(
+                who,
+                [
+                    "run", "-d", "--rm", "--label", &label, &image, "sleep", "600",
+                ],
+            ),
+            "podman run -d sleep",
+        )
+        .await?;
+    }
     let t = Instant::now();
     let report = engine.stop()?;
     eprintln!(
@@ -458,8 +470,8 @@ async fn trixie_engine_end_to_end() -> Result<()> {
 
 /// Two attachments share one holder; the last detach stops it; a holder whose only owner was
 /// killed is stopped by `reap`, and a live owner keeps it.
-#[test]
-fn one_holder_is_shared_and_reaped_when_its_owners_die() -> Result<()> {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_holder_is_shared_and_reaped_when_its_owners_die() -> Result<()> {
     let Some(install) = engine_or_skip()? else {
         return Ok(());
     };
@@ -516,5 +528,79 @@ fn one_holder_is_shared_and_reaped_when_its_owners_die() -> Result<()> {
     );
     let left = trixie::engine_pids(&install);
     ensure!(left.is_empty(), "engine processes left: {left:?}");
+
+    // A holder killed while containers run: the last detach still stops them (entering through
+    // a process left in the namespace) and removes what netavark put into the host's namespace.
+    let c = TrixieEngine::start(&install, &user, &run_id())?;
+    let image = bring_image_if_there(&c).await?;
+    for who in [None, Some(&user)] {
+        let st = c
+            .std_command(
+                who,
+                [
+                    "run",
+                    "-d",
+                    "--rm",
+                    "--label",
+                    "runnerlab.run=rl-holder-killed",
+                    &image,
+                    "sleep",
+                    "600",
+                ],
+            )
+            .stdout(Stdio::null())
+            .status()?;
+        ensure!(st.success(), "podman run -d");
+    }
+    let holder = c.holder().pid;
+    std::process::Command::new("kill")
+        .args(["-KILL", &holder.to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runnerlab::podman::process_running(holder) {
+        ensure!(Instant::now() < deadline, "the holder survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = c.stop()?;
+    eprintln!("after a killed holder: {r:?}");
+    ensure!(!r.holder_stopped, "the holder was already dead");
+    let pasta: Vec<u32> = r
+        .killed
+        .iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "pasta")
+        })
+        .collect();
+    ensure!(pasta.is_empty(), "pasta left running: {pasta:?}");
+    let left = trixie::engine_pids(&install);
+    ensure!(left.is_empty(), "engine processes left: {left:?}");
+    ensure!(
+        !install.nft_ruleset()?.contains("table inet netavark"),
+        "the netavark table is left"
+    );
+    let links = std::process::Command::new("ip")
+        .args(["-br", "link"])
+        .output()?;
+    ensure!(
+        !String::from_utf8_lossy(&links.stdout).contains(trixie::DEFAULT_BRIDGE),
+        "the bridge {} is left",
+        trixie::DEFAULT_BRIDGE
+    );
     Ok(())
+}
+
+/// An image already in the engine's stores (the end-to-end test copies base in), else its rootfs.
+async fn bring_image_if_there(engine: &TrixieEngine) -> Result<String> {
+    let user = LabUser::lookup()?;
+    let have = |who: Option<&LabUser>| {
+        engine
+            .std_command(who, ["image", "exists", BASE])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have(None) && have(Some(&user)) {
+        return Ok(BASE.to_owned());
+    }
+    bring_image(engine, &user).await
 }

@@ -61,6 +61,9 @@ const PATH: &str = "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 /// The address rootless containers reach the host's loopback at: pasta's `--map-host-loopback`
 /// (containers.conf `pasta_options`), the same address the host engine's slirp4netns uses.
 pub const HOST_GATEWAY: &str = "10.0.2.2";
+/// The rootful default network's bridge (fixtures/engines/trixie/networks/podman.json): not the
+/// host engine's `podman0`, since both engines' rootful networks live in the host's namespace.
+pub const DEFAULT_BRIDGE: &str = "rl-trixie0";
 
 /// Packages whose versions are the engine's facts, by role.
 const FACT_PACKAGES: &[&str] = &[
@@ -575,6 +578,8 @@ pub struct StopReport {
     pub killed: Vec<u32>,
     /// Whether a leftover `inet netavark` table was removed.
     pub removed_nft_table: bool,
+    /// Whether the default network's bridge was left and removed.
+    pub removed_bridge: bool,
 }
 
 impl TrixieEngine {
@@ -653,7 +658,7 @@ impl TrixieEngine {
         rootless: Option<&LabUser>,
         global: &[OsString],
     ) -> (OsString, Vec<OsString>) {
-        argv_for(self.holder.pid, rootless, global)
+        argv_for(self.holder.pid, &marker(&self.install), rootless, global)
     }
 
     /// `podman ARGS…` of this engine as a std command (from `/`, stdin null).
@@ -718,8 +723,24 @@ impl Drop for TrixieEngine {
     }
 }
 
+/// `RUNNERLAB_ENGINE=<engine dir name>`: in the environment of every podman of the engine, which
+/// conmon, pasta, aardvark-dns and the rootless pause process inherit. pasta sandboxes itself
+/// (its own root and mount namespace) and outlives a namespace that dies under it, so only this
+/// tells it from the host engine's processes.
+fn marker(install: &EngineInstall) -> String {
+    format!(
+        "RUNNERLAB_ENGINE={}",
+        install
+            .dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    )
+}
+
 fn argv_for(
     holder: u32,
+    marker: &str,
     rootless: Option<&LabUser>,
     global: &[OsString],
 ) -> (OsString, Vec<OsString>) {
@@ -756,6 +777,7 @@ fn argv_for(
         format!("CONTAINERS_STORAGE_CONF={STORAGE_CONF}").into(),
         // cgroup v1 is deprecated in Podman 5, which says so on every command otherwise.
         "PODMAN_IGNORE_CGROUPSV1_WARNING=1".into(),
+        marker.into(),
         "podman".into(),
     ]);
     a.extend(global.iter().cloned());
@@ -857,6 +879,14 @@ fn start_holder(install: &EngineInstall, user: &LabUser) -> Result<HolderState> 
     )?;
     std::fs::set_permissions(&rl, std::fs::Permissions::from_mode(0o700))?;
     let etc = write_user_files(install, user)?;
+    // The labs' API socket directories are bound in from the host: it must exist before the bind
+    // (setup makes it; a fresh boot without setup does not have it).
+    let sockets = user.runtime_dir().join("podman");
+    if user.runtime_dir().is_dir() && !sockets.is_dir() {
+        std::fs::create_dir(&sockets)?;
+        user.chown(&sockets)?;
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o700))?;
+    }
     let log_path = install.state().join("holder.log");
     let log = File::options()
         .create(true)
@@ -926,8 +956,9 @@ fn dir_id(p: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Every process of the engine: those whose root directory is its rootfs (podman, conmon, pasta,
-/// aardvark-dns, the rootless pause process, the holder) and all their descendants (containers).
+/// Every process of the engine: those whose root directory is its rootfs (podman, conmon,
+/// aardvark-dns, the rootless pause process, the holder) or whose environment carries its
+/// [`marker`] (pasta), and all their descendants (containers).
 pub fn engine_pids(install: &EngineInstall) -> Vec<u32> {
     let Some(root) = dir_id(&install.rootfs()) else {
         return Vec::new();
@@ -938,6 +969,8 @@ pub fn engine_pids(install: &EngineInstall) -> Vec<u32> {
         return Vec::new();
     };
     let me = std::process::id();
+    let mut mark = marker(install).into_bytes();
+    mark.push(0);
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -954,7 +987,10 @@ pub fn engine_pids(install: &EngineInstall) -> Vec<u32> {
         {
             parent.insert(pid, ppid);
         }
-        if dir_id(&PathBuf::from(format!("/proc/{pid}/root"))) == Some(root) {
+        if dir_id(&PathBuf::from(format!("/proc/{pid}/root"))) == Some(root)
+            || std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split_inclusive(|b| *b == 0).any(|v| v == mark))
+        {
             inside.insert(pid);
         }
     }
@@ -978,24 +1014,34 @@ pub fn engine_pids(install: &EngineInstall) -> Vec<u32> {
 fn shutdown(install: &EngineInstall, holder: Option<&HolderState>) -> StopReport {
     let mut report = StopReport::default();
     let live = holder.filter(|h| h.alive());
-    if let Some(h) = live {
-        let user = LabUser {
-            name: h.user.clone(),
-            uid: h.uid,
-            gid: h.uid,
-            home: PathBuf::from("/"),
-        };
+    // Podman is entered through the holder, or, when the holder was killed, through any process
+    // still in its namespace (conmon keeps it alive while containers run).
+    let entry = match (live, holder) {
+        (Some(h), _) => Some(h.pid),
+        (None, Some(h)) => engine_pids(install)
+            .into_iter()
+            .find(|p| mnt_ns(*p).as_deref() == Some(h.mnt_ns.as_str())),
+        (None, None) => None,
+    };
+    if let (Some(pid), Some(h)) = (entry, holder) {
         // The gid and home only matter for setpriv's groups and podman's config lookup, which
         // CONTAINERS_CONF pins; the real ones are in the namespace's passwd.
         let user = LabUser::lookup()
             .ok()
             .filter(|u| u.uid == h.uid)
-            .unwrap_or(user);
+            .unwrap_or_else(|| LabUser {
+                name: h.user.clone(),
+                uid: h.uid,
+                gid: h.uid,
+                home: PathBuf::from("/"),
+            });
+        // Stopping through Podman tears the networks down (netavark's rules and bridges). No
+        // grace: with no owner left, whatever still runs is a leftover.
         for who in [None, Some(&user)] {
-            let (prog, pre) = argv_for(h.pid, who, &[]);
+            let (prog, pre) = argv_for(pid, &marker(install), who, &[]);
             let _ = Command::new(&prog)
                 .args(&pre)
-                .args(["stop", "--all", "--time", "2"])
+                .args(["stop", "--all", "--time", "0"])
                 .current_dir("/")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -1029,19 +1075,25 @@ fn shutdown(install: &EngineInstall, holder: Option<&HolderState>) -> StopReport
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    // netavark 1.14 leaves its (then empty) table behind; nobody else writes `inet netavark` here
-    // (the host engine's netavark 1.4 uses iptables).
-    if let Some(h) = live
-        && let Ok(o) = Command::new("nsenter")
-            .args(["-t", &h.pid.to_string(), "-m", "-r", "-w", "--"])
-            .args(["nft", "delete", "table", "inet", "netavark"])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-    {
-        report.removed_nft_table = o.status.success();
+    // netavark 1.14 leaves its (then empty) table behind, and the default bridge when the
+    // namespace died before Podman could tear it down. Nobody else writes `inet netavark` here
+    // (the host engine's netavark 1.4 uses iptables) or names a bridge DEFAULT_BRIDGE. The
+    // rootfs's tools through chroot: the host has no nft, and the namespace may be gone.
+    if holder.is_some() {
+        let chroot = |args: &[&str]| {
+            Command::new("chroot")
+                .arg(install.rootfs())
+                .args(args)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        report.removed_nft_table = chroot(&["nft", "delete", "table", "inet", "netavark"]);
+        report.removed_bridge = chroot(&["ip", "link", "delete", DEFAULT_BRIDGE]);
     }
     if let Some(h) = live {
         // SAFETY: kill(2) on the holder this engine started (pid, start time and namespace checked).
@@ -1159,14 +1211,20 @@ mod tests {
             gid: 1001,
             home: "/home/runner-user".into(),
         };
-        let (prog, a) = argv_for(42, Some(&u), &["--log-level".into(), "info".into()]);
+        let (prog, a) = argv_for(
+            42,
+            "RUNNERLAB_ENGINE=trixie-x",
+            Some(&u),
+            &["--log-level".into(), "info".into()],
+        );
         assert_eq!(prog, "nsenter");
         let a: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
         assert_eq!(&a[..3], ["-t", "42", "-m"]);
         assert!(a.contains(&"--reuid=1001".to_owned()));
         assert!(a.contains(&"XDG_RUNTIME_DIR=/run/user/1001".to_owned()));
         assert_eq!(&a[a.len() - 3..], ["podman", "--log-level", "info"]);
-        let (_, rootful) = argv_for(42, None, &[]);
+        assert!(a.contains(&"RUNNERLAB_ENGINE=trixie-x".to_owned()));
+        let (_, rootful) = argv_for(42, "RUNNERLAB_ENGINE=trixie-x", None, &[]);
         assert!(!rootful.iter().any(|x| x == "setpriv"));
         assert_eq!(rootful.last().unwrap(), "podman");
     }
