@@ -405,6 +405,8 @@ async fn trixie_engine_end_to_end() -> Result<()> {
         report.holder_stopped,
         "the last detach did not stop the holder"
     );
+    let pasta = pasta_of_the_engine(&install);
+    ensure!(pasta.is_empty(), "pasta of the engine left: {pasta:?}");
     ensure!(
         !runnerlab::podman::process_running(holder.pid),
         "the holder {} still runs",
@@ -603,4 +605,39 @@ async fn bring_image_if_there(engine: &TrixieEngine) -> Result<String> {
         return Ok(BASE.to_owned());
     }
     bring_image(engine, &user).await
+}
+
+/// Running pasta processes (`pasta`, `pasta.avx2`) carrying the engine's marker. Exited ones are
+/// zombies until init reaps them (pasta daemonizes), with an empty environment: not left.
+fn pasta_of_the_engine(install: &EngineInstall) -> Vec<String> {
+    let name = install
+        .dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let p = e.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        if !comm.starts_with("pasta") {
+            continue;
+        }
+        let env = std::fs::read(p.join("environ")).unwrap_or_default();
+        let marked = String::from_utf8_lossy(&env).contains(&name);
+        let state = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        eprintln!(
+            "pasta {}: marked {marked}, env {} bytes, stat {}",
+            p.display(),
+            env.len(),
+            state.trim()
+        );
+        let zombie = state
+            .get(state.rfind(')').map_or(0, |i| i + 2)..)
+            .is_some_and(|r| r.starts_with('Z'));
+        if marked && !zombie {
+            found.push(format!("{} {}", p.display(), comm.trim()));
+        }
+    }
+    found
 }
