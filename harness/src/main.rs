@@ -32,6 +32,10 @@ enum Cmd {
         /// Do not install cargo-nextest.
         #[arg(long)]
         no_nextest: bool,
+        /// Also install this engine (`trixie`: Podman 5.4 from Debian 13 in a root filesystem of
+        /// its own, next to the host's Podman).
+        #[arg(long)]
+        engine: Option<String>,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -233,12 +237,37 @@ async fn real_main(cli: Cli) -> Result<bool> {
         Cmd::Setup {
             host_only,
             no_nextest,
+            engine,
             runner,
         } => {
             println!("host:");
             host::setup()?;
             if !no_nextest {
                 ensure_nextest().await?;
+            }
+            match engine.as_deref() {
+                None | Some("host") => {}
+                Some(runnerlab::engine::trixie::NAME) => {
+                    println!("engine {}:", runnerlab::engine::trixie::NAME);
+                    let i = tokio::task::spawn_blocking(|| {
+                        runnerlab::engine::trixie::install(|m| println!("  → {m}"))
+                    })
+                    .await??;
+                    let f = i.facts();
+                    println!(
+                        "  ✓ podman {} (conmon {}, {} {}, {} {}, rootless {} {}) in {}",
+                        f.podman.version,
+                        f.conmon.version,
+                        f.oci_runtime.name,
+                        f.oci_runtime.version,
+                        f.network_backend.name,
+                        f.network_backend.version,
+                        f.rootless_network.name,
+                        f.rootless_network.version,
+                        i.dir.display()
+                    );
+                }
+                Some(other) => bail!("unknown engine {other:?} (known: host, trixie)"),
             }
             if !host_only {
                 let r = get_runner(&runner, true).await?;

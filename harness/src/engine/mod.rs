@@ -9,6 +9,7 @@
 
 pub mod podman;
 pub mod service;
+pub mod trixie;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
