@@ -61,6 +61,10 @@ enum Cmd {
         /// only. The report's environment says which.
         #[arg(long)]
         runner_on_host: bool,
+        /// The Podman the labs run on: `host` (this machine's), or `trixie` (Podman 5.4 from
+        /// Debian 13, installed by `cargo lab setup --engine trixie`).
+        #[arg(long, default_value = "host")]
+        engine: String,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -324,6 +328,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
             cases,
             parallel,
             runner_on_host,
+            engine,
             runner,
         } => {
             let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
@@ -338,6 +343,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 only: cases,
                 parallel,
                 runner_on_host,
+                engine: runnerlab::engine::open(&engine)?,
             };
             if runner_on_host && opts.modes.iter().any(|m| !m.mode().runs_on_host()) {
                 bail!(
@@ -443,11 +449,29 @@ async fn real_main(cli: Cli) -> Result<bool> {
             Ok(report.passed)
         }
         Cmd::Reap { all } => {
-            let mut stores = vec![podman::Podman::lab()?];
-            if podman::is_root() {
-                stores.push(podman::Podman::rootful());
-            }
+            let mut stores = runnerlab::engine::stores(&runnerlab::engine::host())?;
+            // An installed second engine's stores too: opened for the reaping (its namespace is
+            // started if nothing runs it, and stopped again when the handle drops).
+            let other = if podman::is_root()
+                && runnerlab::engine::trixie::EngineInstall::find()?.is_some()
+            {
+                let e = runnerlab::engine::open(runnerlab::engine::trixie::NAME)?;
+                stores.extend(runnerlab::engine::stores(&e)?);
+                Some(e)
+            } else {
+                None
+            };
             let removed = reaper::reap(&stores, all);
+            drop(stores);
+            drop(other);
+            for r in runnerlab::engine::trixie::reap(all) {
+                if let Some(st) = r
+                    .stopped
+                    .filter(|s| s.holder_stopped || !s.killed.is_empty())
+                {
+                    println!("reaped engine {}: {st:?}", r.dir.display());
+                }
+            }
             if removed.is_empty() {
                 println!("nothing to reap");
             }

@@ -106,6 +106,10 @@ pub fn reap(stores: &[Podman], all: bool) -> Vec<(String, Resources)> {
         }
     }
     crate::soak::loopstore::reap(all);
+    // Second engines' namespaces nobody alive owns (their stores are reaped through a handle).
+    if !all {
+        crate::engine::trixie::reap(false);
+    }
     for s in stores {
         if let Some(u) = s.user() {
             reap_socket_dirs(u, all);

@@ -26,6 +26,8 @@ pub struct SuiteOptions {
     pub parallel: usize,
     /// Docker mode with the runner on the host instead of in a container.
     pub runner_on_host: bool,
+    /// The Podman installation every lab of the suite runs on.
+    pub engine: crate::engine::EngineRef,
 }
 
 /// Run every applicable case in every mode on one lab per mode, and write the report.
@@ -36,7 +38,10 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let runner = crate::forge::runner::get(&opts.runner).await?;
-    let podman = crate::engine::podman::Podman::lab()?;
+    let podman = crate::engine::podman::Podman::rootless_on(
+        opts.engine.clone(),
+        crate::engine::podman::LabUser::lookup()?,
+    );
     let mut environment = environment(&podman, &runner).await?;
     if opts.runner_on_host {
         environment.runner.placement = "host".into();
@@ -171,6 +176,7 @@ async fn run_mode(
     let mut lopts = crate::lab::LabOptions::new(mode);
     lopts.runner = opts.runner.clone();
     lopts.runner_on_host = opts.runner_on_host;
+    lopts.engine = opts.engine.clone();
     let started = {
         let _shared = quiet.0.read().await;
         crate::lab::Lab::start_with(lopts).await

@@ -33,9 +33,15 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn host_gateway(&self) -> &str;
 
     /// The `--network` of runner containers and of the custom driver's job containers: one that
-    /// reaches [`Engine::host_gateway`].
-    fn container_network(&self) -> &str;
+    /// reaches [`Engine::host_gateway`]; `None`: the engine's default rootless network does.
+    fn container_network(&self) -> Option<&str>;
+
+    /// What the report names the engine by: Podman, conmon, the OCI runtime, the network backend
+    /// and the rootless network, each with its version.
+    fn facts(&self) -> Facts;
 }
+
+pub use trixie::{Component, Facts};
 
 /// A shared handle on an engine.
 pub type EngineRef = Arc<dyn Engine>;
@@ -51,11 +57,24 @@ pub fn host() -> EngineRef {
     HOST.clone()
 }
 
-/// An engine by the name users type.
-pub fn by_name(name: &str) -> Result<EngineRef> {
+/// The names users can pass to `--engine`.
+pub const NAMES: &[&str] = &["host", trixie::NAME];
+
+/// Open the engine users name: the host's, or an installed one attached for this process's runs
+/// (its namespace is started when nothing else runs it, and stopped when the last user drops it).
+pub fn open(name: &str) -> Result<EngineRef> {
     match name {
         "host" => Ok(host()),
-        other => bail!("unknown engine {other:?}: expected host"),
+        trixie::NAME => {
+            let install = trixie::EngineInstall::require()?;
+            let user = LabUser::lookup()?;
+            let engine = trixie::TrixieEngine::start(&install, &user, &crate::lab::new_run_id())?;
+            Ok(Arc::new(engine))
+        }
+        other => bail!(
+            "unknown engine {other:?}: expected one of {}\n  fix: `--engine host`, or install one with `cargo lab setup --engine trixie`",
+            NAMES.join(", ")
+        ),
     }
 }
 
@@ -81,8 +100,36 @@ impl Engine for HostEngine {
         "10.0.2.2"
     }
 
-    fn container_network(&self) -> &str {
-        "slirp4netns:allow_host_loopback=true"
+    fn container_network(&self) -> Option<&str> {
+        Some("slirp4netns:allow_host_loopback=true")
+    }
+
+    fn facts(&self) -> Facts {
+        // Debian's packages: the binaries' own --version output differs per tool.
+        let v = |pkg: &str, name: &str| {
+            let out = std::process::Command::new("dpkg-query")
+                .args(["-W", "-f", "${Version}", pkg])
+                .output();
+            let package_version = out
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
+            Component {
+                name: name.to_owned(),
+                version: trixie::upstream_version(&package_version),
+                package_version,
+            }
+        };
+        Facts {
+            engine: "host".into(),
+            podman: v("podman", "podman"),
+            conmon: v("conmon", "conmon"),
+            // fixtures/host/rootful/containers.conf: runc (crun 1.8.1 refuses the hybrid layout).
+            oci_runtime: v("runc", "runc"),
+            network_backend: v("netavark", "netavark"),
+            rootless_network: v("slirp4netns", "slirp4netns"),
+        }
     }
 }
 

@@ -55,10 +55,9 @@ impl ExecutorMode for Custom {
             // The driver labels what it creates with the run id, so the lab's cleanup finds it.
             run_args.extend(env("RUNNERLAB_RUN", ctx.run_id));
             // Job containers clone from mock-gitlab on the host's loopback, like the runner.
-            run_args.extend(env(
-                "RUNNERLAB_NETWORK",
-                ctx.podman.engine().container_network(),
-            ));
+            if let Some(n) = ctx.podman.engine().container_network() {
+                run_args.extend(env("RUNNERLAB_NETWORK", n));
+            }
             run_args.extend(env("RUNNERLAB_DEFAULT_IMAGE", &ctx.images.base));
             run_args.extend(env("RUNNERLAB_PULL_POLICY", "never"));
             Ok(ExecutorSetup {

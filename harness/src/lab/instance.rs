@@ -507,10 +507,10 @@ fn register_args(
 }
 
 fn common_run_args(podman: &Podman, config_volume: &str) -> Vec<String> {
-    vec![
-        "--network".into(),
-        podman.engine().container_network().into(),
-        "-v".into(),
-        format!("{config_volume}:/etc/gitlab-runner"),
-    ]
+    let mut a = Vec::new();
+    if let Some(n) = podman.engine().container_network() {
+        a.extend(["--network".into(), n.into()]);
+    }
+    a.extend(["-v".into(), format!("{config_volume}:/etc/gitlab-runner")]);
+    a
 }

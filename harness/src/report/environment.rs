@@ -16,6 +16,7 @@ pub async fn environment(
         ])
         .await?;
     let f: Vec<&str> = info.split('|').collect();
+    let facts = podman.engine().facts();
     let get = |i: usize| f.get(i).copied().unwrap_or("").to_owned();
     let p = &runner.provenance;
     Ok(Environment {
@@ -38,6 +39,14 @@ pub async fn environment(
             network_backend: get(5),
             // Empty for a rootful store: no user namespace.
             uid_map: get(6).trim().to_owned(),
+            engine: facts.engine.clone(),
+            components: vec![
+                facts.podman,
+                facts.conmon,
+                facts.oci_runtime,
+                facts.network_backend,
+                facts.rootless_network,
+            ],
         },
         kernel: get(4),
         harness_version: env!("CARGO_PKG_VERSION").into(),

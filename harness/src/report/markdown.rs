@@ -34,6 +34,18 @@ impl Report {
             self.started_at,
             self.duration_s,
         );
+        if !e.podman.components.is_empty() {
+            let parts: Vec<String> = e
+                .podman
+                .components
+                .iter()
+                .map(|c| format!("{} {} ({})", c.name, c.version, c.package_version))
+                .collect();
+            s.insert_str(
+                s.find("- kernel:").unwrap_or(s.len()),
+                &format!("- engine `{}`: {}\n", e.podman.engine, parts.join(", ")),
+            );
+        }
         let mut modes: Vec<&str> = self.cases.iter().map(|c| c.mode.as_str()).collect();
         modes.sort();
         modes.dedup();

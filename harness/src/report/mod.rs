@@ -69,6 +69,12 @@ pub struct PodmanEnv {
     pub network_backend: String,
     /// The store's user namespace, `container:host:size` ranges (`0:1001:1 1:100000:65536`).
     pub uid_map: String,
+    /// The engine the lab ran on (`host`, `trixie`).
+    #[serde(default)]
+    pub engine: String,
+    /// Podman, conmon, OCI runtime, network backend and rootless network, each with its version.
+    #[serde(default)]
+    pub components: Vec<crate::engine::Component>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -194,6 +200,8 @@ mod tests {
                     cgroup_version: "v1".into(),
                     network_backend: "netavark".into(),
                     uid_map: "0:1001:1 1:100000:65536".into(),
+                    engine: "host".into(),
+                    components: vec![],
                 },
                 kernel: "6.x".into(),
                 harness_version: "0.1.0".into(),
