@@ -1180,6 +1180,38 @@ pub fn reap(all: bool) -> Vec<Reaped> {
     out
 }
 
+impl crate::engine::Engine for TrixieEngine {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn podman_argv(
+        &self,
+        store: &crate::engine::podman::Store,
+        global: &[OsString],
+    ) -> (OsString, Vec<OsString>) {
+        match store {
+            crate::engine::podman::Store::Rootful => self.argv(None, global),
+            crate::engine::podman::Store::Rootless(u) => self.argv(Some(u), global),
+        }
+    }
+
+    fn host_gateway(&self) -> &str {
+        HOST_GATEWAY
+    }
+
+    fn container_network(&self) -> Option<&str> {
+        // Podman 5.4's default rootless network, pasta: containers.conf maps HOST_GATEWAY to the
+        // host's loopback (`pasta_options = ["--map-host-loopback", …]`). Named nowhere, so that a
+        // 4.3 podman-remote (the custom driver's client) need not know the word.
+        None
+    }
+
+    fn facts(&self) -> Facts {
+        TrixieEngine::facts(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1227,37 +1259,5 @@ mod tests {
         let (_, rootful) = argv_for(42, "RUNNERLAB_ENGINE=trixie-x", None, &[]);
         assert!(!rootful.iter().any(|x| x == "setpriv"));
         assert_eq!(rootful.last().unwrap(), "podman");
-    }
-}
-
-impl crate::engine::Engine for TrixieEngine {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn podman_argv(
-        &self,
-        store: &crate::engine::podman::Store,
-        global: &[OsString],
-    ) -> (OsString, Vec<OsString>) {
-        match store {
-            crate::engine::podman::Store::Rootful => self.argv(None, global),
-            crate::engine::podman::Store::Rootless(u) => self.argv(Some(u), global),
-        }
-    }
-
-    fn host_gateway(&self) -> &str {
-        HOST_GATEWAY
-    }
-
-    fn container_network(&self) -> Option<&str> {
-        // Podman 5.4's default rootless network, pasta: containers.conf maps HOST_GATEWAY to the
-        // host's loopback (`pasta_options = ["--map-host-loopback", …]`). Named nowhere, so that a
-        // 4.3 podman-remote (the custom driver's client) need not know the word.
-        None
-    }
-
-    fn facts(&self) -> Facts {
-        TrixieEngine::facts(self)
     }
 }
