@@ -24,13 +24,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Provision this host (packages, Podman config, rootless user, test runner, runner and images). Idempotent.
+    /// Provision this host (packages, Podman config, rootless user, runner and images; the test
+    /// runner with --nextest). Idempotent; prints a timeline of its phases.
     Setup {
         /// Skip the runner forge and images (host only).
         #[arg(long)]
         host_only: bool,
-        /// Do not install cargo-nextest.
-        #[arg(long)]
+        /// Also install cargo-nextest (the test command's runner; built from source, minutes when
+        /// cold). The conformance run does not need it.
+        #[arg(long, conflicts_with = "no_nextest")]
+        nextest: bool,
+        /// Kept for old scripts: nextest is only installed with --nextest.
+        #[arg(long, hide = true)]
         no_nextest: bool,
         /// Also install this engine (`trixie`: Podman 5.4 from Debian 13 in a root filesystem of
         /// its own, next to the host's Podman).
@@ -200,6 +205,10 @@ fn parse_executors(v: &[String]) -> Result<Vec<Executor>> {
     Ok(out)
 }
 
+fn secs(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
 async fn ensure_nextest() -> Result<()> {
     let have = std::process::Command::new("cargo")
         .args(["nextest", "--version"])
@@ -240,18 +249,26 @@ async fn real_main(cli: Cli) -> Result<bool> {
     match cli.cmd {
         Cmd::Setup {
             host_only,
-            no_nextest,
+            nextest,
+            no_nextest: _,
             engine,
             runner,
         } => {
+            let total = std::time::Instant::now();
+            let mut timeline: Vec<(&str, f64)> = Vec::new();
+            let t = std::time::Instant::now();
             println!("host:");
             host::setup()?;
-            if !no_nextest {
+            timeline.push(("host (packages, Podman config, lab user)", secs(t)));
+            if nextest {
+                let t = std::time::Instant::now();
                 ensure_nextest().await?;
+                timeline.push(("cargo-nextest", secs(t)));
             }
             match engine.as_deref() {
                 None | Some("host") => {}
                 Some(runnerlab::engine::trixie::NAME) => {
+                    let t = std::time::Instant::now();
                     println!("engine {}:", runnerlab::engine::trixie::NAME);
                     let i = tokio::task::spawn_blocking(|| {
                         runnerlab::engine::trixie::install(|m| println!("  → {m}"))
@@ -270,13 +287,41 @@ async fn real_main(cli: Cli) -> Result<bool> {
                         f.rootless_network.version,
                         i.dir.display()
                     );
+                    timeline.push(("engine trixie", secs(t)));
                 }
-                Some(other) => bail!("unknown engine {other:?} (known: host, trixie)"),
+                Some(other) => bail!(
+                    "unknown engine {other:?}: expected one of {}\n  fix: `--engine trixie` (host is always there)",
+                    runnerlab::engine::NAMES.join(", ")
+                ),
             }
             if !host_only {
-                let r = get_runner(&runner, true).await?;
+                // The base image (debootstrap: mostly the network) is built while the runner
+                // compiles (the CPU): they do not depend on each other.
+                let t = std::time::Instant::now();
+                let base = tokio::spawn(async {
+                    let t = std::time::Instant::now();
+                    let stores = forge::base::stores()?;
+                    forge::base::ensure(&forge::base::BaseRecipe::default(), &stores).await?;
+                    anyhow::Ok(secs(t))
+                });
+                let r = forge::runner::get(&runner.options()?).await?;
+                timeline.push(("runner (get or build)", secs(t)));
+                let base_s = base.await.context("the base image task")??;
+                timeline.push(("base image (alongside the runner)", base_s));
+                let t = std::time::Instant::now();
+                let imgs = forge::images::ensure(&r, &forge::base::stores()?).await?;
+                timeline.push(("runner and helper images", secs(t)));
+                println!(
+                    "images: {} {} (base {})",
+                    imgs.runner, imgs.helper, imgs.base
+                );
                 println!("runner: {}", r.describe());
             }
+            println!("setup timeline:");
+            for (phase, s) in &timeline {
+                println!("  {phase:<40} {s:>7.1} s");
+            }
+            println!("  {:<40} {:>7.1} s", "total", secs(total));
             Ok(true)
         }
         Cmd::Doctor => Ok(host::print_checks(&host::doctor())),
