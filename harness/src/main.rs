@@ -143,6 +143,10 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Check that nothing of runnerlab is left on any engine (CI's last step): exits 1 listing
+    /// what is there. Every engine's stores: what carries `runnerlab.run`, and in a second
+    /// engine's own stores any container at all; engine namespaces still running.
+    Leftovers,
 }
 
 #[derive(Subcommand)]
@@ -492,6 +496,47 @@ async fn real_main(cli: Cli) -> Result<bool> {
             );
             println!("report: {}", dir.join("report.html").display());
             Ok(report.passed)
+        }
+        Cmd::Leftovers => {
+            let mut found = Vec::new();
+            for s in runnerlab::engine::stores(&runnerlab::engine::host())? {
+                let r = s.labelled(None)?;
+                if !r.is_empty() {
+                    found.push(format!("host engine, {} store: {r}", s.store().name()));
+                }
+            }
+            if let Some(install) = runnerlab::engine::trixie::EngineInstall::find()? {
+                let pids = runnerlab::engine::trixie::engine_pids(&install);
+                if !pids.is_empty() {
+                    found.push(format!(
+                        "engine {}: processes still running: {pids:?}",
+                        install.dir.display()
+                    ));
+                }
+                // Opening it starts its namespace for the look, and stops it again on drop.
+                let e = runnerlab::engine::open(runnerlab::engine::trixie::NAME)?;
+                for s in runnerlab::engine::stores(&e)? {
+                    // The engine's stores are runnerlab's alone: any container is left over.
+                    let ctrs = s.text(["ps", "-a", "--format", "{{.Names}}"]).await?;
+                    let r = s.labelled(None)?;
+                    if !ctrs.is_empty() || !r.is_empty() {
+                        found.push(format!(
+                            "engine trixie, {} store: containers [{}]; labelled: {r}",
+                            s.store().name(),
+                            ctrs.replace('\n', " ")
+                        ));
+                    }
+                }
+            }
+            if found.is_empty() {
+                println!("no leftovers on any engine");
+                Ok(true)
+            } else {
+                for f in &found {
+                    println!("leftover: {f}");
+                }
+                Ok(false)
+            }
         }
         Cmd::Reap { all } => {
             let mut stores = runnerlab::engine::stores(&runnerlab::engine::host())?;
