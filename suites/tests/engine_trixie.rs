@@ -641,3 +641,52 @@ fn pasta_of_the_engine(install: &EngineInstall) -> Vec<String> {
     }
     found
 }
+
+/// The lab on the second engine: `hello` in every executor mode runs through Podman 5.4, and when
+/// the labs and the engine are gone, neither engine holds anything of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_in_every_mode_on_the_trixie_engine() -> Result<()> {
+    use runnerlab::{Executor, Lab, LabOptions};
+    let Some(install) = engine_or_skip()? else {
+        return Ok(());
+    };
+    let _x = exclusive(&install)?;
+    let engine = runnerlab::engine::open(trixie::NAME)?;
+    let user = LabUser::lookup()?;
+    let stores = runnerlab::engine::stores(&engine)?;
+    let mut runs = Vec::new();
+    for mode in Executor::ALL {
+        let mut opts = LabOptions::new(mode);
+        opts.engine = engine.clone();
+        let lab = Lab::start_with(opts).await?;
+        let version = lab.podman().text(["version", "--format", "{{.Server.Version}}"]).await?;
+        ensure!(version.starts_with("5.4"), "{mode}: the lab's podman is {version}");
+        let run = lab.pipeline("hello").run().await?;
+        let job = run.job("hello");
+        ensure!(
+            job.status() == "success" && job.checksum_ok() == Some(true),
+            "{mode} on trixie: hello ended {} (checksum {:?}); trace:\n{}",
+            job.status(),
+            job.checksum_ok(),
+            job.trace()
+        );
+        runs.push(lab.run_id().to_owned());
+        lab.shutdown().await?;
+    }
+    for s in &stores {
+        for run in &runs {
+            let r = s.labelled(Some(run))?;
+            ensure!(r.is_empty(), "trixie {} store after {run}: {r}", s.store().name());
+        }
+    }
+    let host = Podman::rootless(user.clone());
+    for run in &runs {
+        let r = host.labelled(Some(run))?;
+        ensure!(r.is_empty(), "the host store holds {run}'s {r}");
+    }
+    drop(stores);
+    drop(engine);
+    let pids = trixie::engine_pids(&install);
+    ensure!(pids.is_empty(), "engine processes after the last detach: {pids:?}");
+    Ok(())
+}
