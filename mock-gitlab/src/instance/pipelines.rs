@@ -462,9 +462,7 @@ fn select_jobs(
                     "job {n:?} is not in this pipeline; its jobs: {}",
                     names.join(", ")
                 ),
-                Some(
-                    "name a job of the pipeline (jobs excluded by rules or when: never are not there)",
-                ),
+                Some("jobs that rules or when: never leave out are not in it"),
             ));
         }
         todo.push(n.clone());
