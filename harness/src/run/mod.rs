@@ -323,6 +323,8 @@ pub async fn run(opts: &RunOptions, out: &mut (dyn Write + Send)) -> Result<RunO
     out.flush()?;
     let start = Lab::start_with(LabOptions {
         runner: opts.runner.clone(),
+        // The runner asks for the next stage's jobs 1 s after a job rather than 3 s.
+        check_interval: Some(1),
         ..LabOptions::new(opts.executor)
     });
     // Ctrl-C while the lab starts: dropping the start removes what it made so far.
