@@ -5,7 +5,7 @@
 //! runner and builds images, [`host`] provisions and diagnoses the machine, [`lab`] brings up
 //! mock-gitlab plus runners under one run id (one runner, a fleet, a private registry),
 //! [`cases`] declares the conformance cases and [`conformance`] runs them, [`report`] writes what
-//! they found, [`soak`] and [`bench`] measure, [`reaper`] removes what killed runs left, and
+//! they found, [`run`] runs a directory's own pipeline (`runnerlab run`), [`soak`] and [`bench`] measure, [`reaper`] removes what killed runs left, and
 //! [`redact`] keeps secrets out of everything.
 
 pub mod bench;
@@ -20,6 +20,7 @@ pub mod paths;
 pub mod reaper;
 pub mod redact;
 pub mod report;
+pub mod run;
 pub mod soak;
 
 // The paths of the flat layout, kept for code written against them (tests, users' suites).

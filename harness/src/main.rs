@@ -137,6 +137,10 @@ enum Cmd {
         #[command(flatten)]
         runner: RunnerArgs,
     },
+    /// Run a project's own .gitlab-ci.yml through the real runner on a lab (its working tree,
+    /// committed on a branch of mock-gitlab); traces live, artifacts and report kept.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// Remove containers, volumes and networks left by killed runs.
     Reap {
         /// Remove every runnerlab resource, even of runs that look alive.
@@ -147,6 +151,88 @@ enum Cmd {
     /// what is there. Every engine's stores: what carries `runnerlab.run`, and in a second
     /// engine's own stores any container at all; engine namespaces still running.
     Leftovers,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  cargo lab run ~/src/my-project                     all jobs, docker executor
+  cargo lab run . -e shell                           the shell executor (fastest)
+  cargo lab run . --job test --var DEPLOY=yes --ref feature/x
+                                                     job `test` and what it needs, a pipeline
+                                                     variable, on branch feature/x
+  cargo lab run . --tag v1.0                         a tag pipeline
+  cargo lab run . --keep                             leave the lab up: REST API, admin token and
+                                                     runner logs are printed; Ctrl-C removes it
+
+Files: in a git work tree, `git ls-files -co --exclude-standard` (tracked and untracked, not
+ignored); otherwise every file. Output: target/runnerlab/run-<id>/{report.json, traces/<job>.log,
+artifacts/<job>/}.
+Exit status: 0 pipeline passed, 1 pipeline failed, 2 usage or CI configuration error (lint errors
+as FILE:LINE:COLUMN: message), 130 interrupted.";
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The project directory (with .gitlab-ci.yml at its top).
+    #[arg(default_value = ".")]
+    dir: std::path::PathBuf,
+    /// Executor mode: shell, docker or custom.
+    #[arg(long = "executor", short = 'e', default_value = "docker")]
+    executor: Executor,
+    /// Only this job and what it `needs:` (repeatable); a parallel job's YAML name selects all
+    /// its instances.
+    #[arg(long = "job", value_name = "NAME")]
+    jobs: Vec<String>,
+    /// A pipeline variable KEY=VALUE (repeatable); it wins over project and YAML variables.
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// The branch the working tree is committed on.
+    #[arg(long = "ref", value_name = "BRANCH", default_value = "main")]
+    branch: String,
+    /// Run a tag pipeline: the tag is made on the working tree's commit.
+    #[arg(long, value_name = "TAG", conflicts_with = "branch")]
+    tag: Option<String>,
+    /// Leave the lab running after the pipeline (REST API, admin token and runner logs are
+    /// printed) until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Colours in the output: auto (when stdout is a terminal), always, never.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    color: ColorWhen,
+    /// How long the pipeline may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    timeout: u64,
+    #[command(flatten)]
+    runner: RunnerArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_var(s: &str) -> Result<(String, String)> {
+    runnerlab::run::parse_var(s)
+}
+
+async fn run_cmd(args: RunArgs) -> Result<u8> {
+    use std::io::IsTerminal;
+    let mut opts = runnerlab::run::RunOptions::new(args.dir, args.executor);
+    opts.jobs = args.jobs;
+    opts.variables = args.vars;
+    opts.branch = args.branch;
+    opts.tag = args.tag;
+    opts.keep = args.keep;
+    opts.color = match args.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => std::io::stdout().is_terminal(),
+    };
+    opts.timeout = std::time::Duration::from_secs(args.timeout);
+    opts.runner = args.runner.options()?;
+    let outcome = runnerlab::run::run(&opts, &mut std::io::stdout()).await?;
+    Ok(outcome.exit.code())
 }
 
 #[derive(Subcommand)]
@@ -497,6 +583,8 @@ async fn real_main(cli: Cli) -> Result<bool> {
             println!("report: {}", dir.join("report.html").display());
             Ok(report.passed)
         }
+        // Dispatched by main (its own exit statuses).
+        Cmd::Run(_) => unreachable!("runnerlab run is dispatched before real_main"),
         Cmd::Leftovers => {
             let mut found = Vec::new();
             for s in runnerlab::engine::stores(&runnerlab::engine::host())? {
@@ -589,9 +677,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(real_main(cli)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let done = rt.block_on(async move {
+        match cli.cmd {
+            // `run` has its own exit statuses (2: usage or lint error, 130: interrupted).
+            Cmd::Run(args) => run_cmd(args).await,
+            cmd => real_main(Cli { cmd }).await.map(|ok| u8::from(!ok)),
+        }
+    });
+    match done {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("runnerlab: error: {}", redact::scrub(&format!("{e:#}")));
             ExitCode::from(2)

@@ -659,8 +659,14 @@ async fn hello_in_every_mode_on_the_trixie_engine() -> Result<()> {
         let mut opts = LabOptions::new(mode);
         opts.engine = engine.clone();
         let lab = Lab::start_with(opts).await?;
-        let version = lab.podman().text(["version", "--format", "{{.Server.Version}}"]).await?;
-        ensure!(version.starts_with("5.4"), "{mode}: the lab's podman is {version}");
+        let version = lab
+            .podman()
+            .text(["version", "--format", "{{.Server.Version}}"])
+            .await?;
+        ensure!(
+            version.starts_with("5.4"),
+            "{mode}: the lab's podman is {version}"
+        );
         let run = lab.pipeline("hello").run().await?;
         let job = run.job("hello");
         ensure!(
@@ -676,7 +682,11 @@ async fn hello_in_every_mode_on_the_trixie_engine() -> Result<()> {
     for s in &stores {
         for run in &runs {
             let r = s.labelled(Some(run))?;
-            ensure!(r.is_empty(), "trixie {} store after {run}: {r}", s.store().name());
+            ensure!(
+                r.is_empty(),
+                "trixie {} store after {run}: {r}",
+                s.store().name()
+            );
         }
     }
     let host = Podman::rootless(user.clone());
@@ -687,6 +697,9 @@ async fn hello_in_every_mode_on_the_trixie_engine() -> Result<()> {
     drop(stores);
     drop(engine);
     let pids = trixie::engine_pids(&install);
-    ensure!(pids.is_empty(), "engine processes after the last detach: {pids:?}");
+    ensure!(
+        pids.is_empty(),
+        "engine processes after the last detach: {pids:?}"
+    );
     Ok(())
 }

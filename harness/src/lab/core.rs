@@ -309,6 +309,22 @@ impl RunCore {
         Ok(path)
     }
 
+    /// Register directory `dir` (its files as they are, one commit on `main`) with the mock as
+    /// project `runnerlab/<name>`; `pipeline(name)` then runs it like a fixture. Returns its path
+    /// on the mock.
+    pub(super) fn add_project_dir(&self, name: &str, dir: &std::path::Path) -> Result<String> {
+        let mut known = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains_key(name) {
+            bail!("project {name:?} is already registered on this lab");
+        }
+        let path = format!("runnerlab/{name}");
+        self.mock
+            .add_project(&path, dir)
+            .with_context(|| format!("adding project {}", dir.display()))?;
+        known.insert(name.to_owned(), path.clone());
+        Ok(path)
+    }
+
     pub(crate) async fn shutdown(self) -> Result<Resources> {
         let mock = self.mock.clone();
         mock.shutdown().await;

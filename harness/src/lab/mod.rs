@@ -224,6 +224,12 @@ impl Lab {
         self.core.pipeline(project, self.options.executor)
     }
 
+    /// Register a directory (not a fixture) as project `runnerlab/<name>` on the mock, as it is
+    /// now; [`Lab::pipeline`]`(name)` runs it, or the mock's own calls with the returned path.
+    pub fn add_project(&self, name: &str, dir: &Path) -> Result<String> {
+        self.core.add_project_dir(name, dir)
+    }
+
     /// Remove everything this lab created and return what was removed. Dropping does the same.
     pub async fn shutdown(self) -> Result<Resources> {
         self.core.shutdown().await

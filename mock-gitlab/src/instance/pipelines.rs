@@ -142,6 +142,21 @@ impl MockGitlab {
         self.create_pipeline_for(project, Target::Ref(git_ref), variables, source)
     }
 
+    /// [`MockGitlab::create_pipeline_with`] holding only the jobs named in `jobs` (a job's name,
+    /// or the YAML name of a `parallel:` job for all its instances) and, transitively, the jobs
+    /// they `needs:` — what `gitlab-ci-local JOB` or a `runnerlab run --job` asks for. The
+    /// configuration is linted whole first; a name that is not a job of this pipeline (after
+    /// `rules`) is an error listing the jobs there are. Empty `jobs`: every job.
+    pub fn create_pipeline_only(
+        &self,
+        project: &str,
+        git_ref: &str,
+        variables: &[Variable],
+        jobs: &[String],
+    ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_selected(project, Target::Ref(git_ref), variables, "push", jobs)
+    }
+
     /// Create a pipeline with GitLab's `source` (`push`, `api`, `merge_request_event`): it is
     /// `CI_PIPELINE_SOURCE` for `rules` and for the jobs.
     pub(crate) fn create_pipeline_for(
@@ -150,6 +165,17 @@ impl MockGitlab {
         target: Target<'_>,
         variables: &[Variable],
         source: &'static str,
+    ) -> Result<PipelineId, LintError> {
+        self.create_pipeline_selected(project, target, variables, source, &[])
+    }
+
+    fn create_pipeline_selected(
+        &self,
+        project: &str,
+        target: Target<'_>,
+        variables: &[Variable],
+        source: &'static str,
+        only: &[String],
     ) -> Result<PipelineId, LintError> {
         const FILE: &str = ".gitlab-ci.yml";
         let (bare, merge_requests, tag_messages) = match self.inner.lock().projects.get(project) {
@@ -254,7 +280,8 @@ impl MockGitlab {
             files,
             read_file: &read,
         };
-        let cfg = pipeline::config::parse_config_with(&src, FILE, &pcx)?;
+        let mut cfg = pipeline::config::parse_config_with(&src, FILE, &pcx)?;
+        select_jobs(&mut cfg, only, FILE)?;
 
         let mut st = self.inner.lock();
         let pid = PipelineId(st.next_pipeline_id);
@@ -409,5 +436,106 @@ impl MockGitlab {
         drop(st);
         self.inner.notify_enqueued(pid, id, &adv);
         Ok(())
+    }
+}
+
+/// Keep the jobs named in `only` (by name, or by YAML name for `parallel:` instances) and what
+/// they `needs:`, transitively; empty `only` keeps everything. Stages left without jobs are
+/// passed over by the engine as GitLab passes over empty stages.
+fn select_jobs(
+    cfg: &mut pipeline::model::CiConfig,
+    only: &[String],
+    file: &str,
+) -> Result<(), LintError> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let named = |j: &pipeline::model::JobSpec, n: &str| j.name == n || j.base_name == n;
+    let mut keep = vec![false; cfg.jobs.len()];
+    let mut todo: Vec<String> = Vec::new();
+    for n in only {
+        if !cfg.jobs.iter().any(|j| named(j, n)) {
+            let names: Vec<&str> = cfg.jobs.iter().map(|j| j.name.as_str()).collect();
+            return Err(LintError::general(
+                file,
+                format!(
+                    "job {n:?} is not in this pipeline; its jobs: {}",
+                    names.join(", ")
+                ),
+                Some("jobs that rules or when: never leave out are not in it"),
+            ));
+        }
+        todo.push(n.clone());
+    }
+    while let Some(n) = todo.pop() {
+        for (i, j) in cfg.jobs.iter().enumerate() {
+            if keep[i] || !named(j, &n) {
+                continue;
+            }
+            keep[i] = true;
+            // A need of a job that is not in the pipeline is `optional: true` (else the whole
+            // configuration would not have linted): nothing to add then.
+            todo.extend(j.needs.iter().flatten().map(|need| need.job.clone()));
+        }
+    }
+    let mut i = 0;
+    cfg.jobs.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select_jobs;
+    use crate::pipeline::config::parse_config;
+
+    const CI: &str = "
+stages: [build, test, deploy]
+build: {stage: build, script: [make]}
+lint: {stage: build, script: [lint]}
+unit: {stage: test, script: [t], needs: [build], parallel: 2}
+e2e: {stage: test, script: [e], needs: [unit]}
+deploy: {stage: deploy, script: [d]}
+";
+
+    fn names(only: &[&str]) -> Result<Vec<String>, String> {
+        let mut cfg = parse_config(CI, ".gitlab-ci.yml").map_err(|e| e.to_string())?;
+        let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+        select_jobs(&mut cfg, &only, ".gitlab-ci.yml").map_err(|e| e.to_string())?;
+        Ok(cfg.jobs.into_iter().map(|j| j.name).collect())
+    }
+
+    #[test]
+    fn no_selection_keeps_every_job() {
+        assert_eq!(
+            names(&[]).unwrap(),
+            ["build", "lint", "unit 1/2", "unit 2/2", "e2e", "deploy"]
+        );
+    }
+
+    #[test]
+    fn a_job_comes_with_what_it_needs_transitively_in_file_order() {
+        assert_eq!(
+            names(&["e2e"]).unwrap(),
+            ["build", "unit 1/2", "unit 2/2", "e2e"]
+        );
+        assert_eq!(names(&["deploy", "lint"]).unwrap(), ["lint", "deploy"]);
+    }
+
+    #[test]
+    fn a_parallel_instance_is_named_alone_or_all_by_its_yaml_name() {
+        assert_eq!(names(&["unit 2/2"]).unwrap(), ["build", "unit 2/2"]);
+        assert_eq!(names(&["unit"]).unwrap(), ["build", "unit 1/2", "unit 2/2"]);
+    }
+
+    #[test]
+    fn an_unknown_job_is_an_error_listing_the_jobs() {
+        let e = names(&["build", "nope"]).unwrap_err();
+        assert!(
+            e.starts_with(".gitlab-ci.yml: job \"nope\" is not in this pipeline; its jobs: build, lint, unit 1/2"),
+            "{e}"
+        );
     }
 }
