@@ -276,7 +276,7 @@ async fn registry_pull(lab: &Lab) -> Result<Outcome> {
 pub(super) const REGISTRY_WRONG_CREDENTIALS: Case = Case {
     name: "registry-wrong-credentials",
     about: "a wrong password in DOCKER_AUTH_CONFIG fails the job with the registry's refusal \
-            (unauthorized) in the trace, and the password appears nowhere",
+            (unauthorized, or authentication required) in the trace, and the password appears nowhere",
     modes: CONTAINERS,
     known: &[],
     not_applicable: SHELL_IGNORES_IMAGE,
@@ -298,10 +298,16 @@ async fn registry_wrong_credentials(lab: &Lab) -> Result<Outcome> {
         .await?;
     let job = job_ended(&run, "pull-from-registry", "failed")?;
     let trace = job.trace();
-    ensure!(
-        trace.contains("unauthorized"),
-        "the trace does not say the registry refused the credentials (\"unauthorized\"); trace:\n{trace}"
-    );
+    // Podman 4.3 quotes the registry's `unauthorized`; 5.4 says `authentication required`.
+    let refusal = ["unauthorized", "authentication required"]
+        .into_iter()
+        .find(|w| trace.contains(w))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the trace does not say the registry refused the credentials (\"unauthorized\" or \
+                 \"authentication required\"); trace:\n{trace}"
+            )
+        })?;
     ensure!(
         !trace.contains("seed image from the runnerlab private registry"),
         "the job ran in the image although its credentials were wrong; trace:\n{trace}"
@@ -315,7 +321,7 @@ async fn registry_wrong_credentials(lab: &Lab) -> Result<Outcome> {
         "failure reason {:?}, expected {want}",
         job.failure_reason()
     );
-    let note = format!("failure reason {want}; the trace quotes the registry's `unauthorized`");
+    let note = format!("failure reason {want}; the trace says the registry refused: `{refusal}`");
     ensure_no_credential_leak(lab2, &reg, &run, "registry-wrong-credentials", &note).await?;
     Ok(Outcome {
         note: Some(note),
