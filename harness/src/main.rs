@@ -92,6 +92,9 @@ enum Cmd {
         /// `-e shell` for one), writes bench-fleet.json.
         #[arg(long)]
         fleet: bool,
+        /// The Podman the labs run on (`host`, `trixie`); the trivial-job bench only.
+        #[arg(long, default_value = "host")]
+        engine: String,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -504,6 +507,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
             executors,
             pinp,
             fleet,
+            engine,
             runner,
         } => {
             let modes = parse_executors(&executors)?;
@@ -532,7 +536,8 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 println!("bench-pinp.json: {}", out.join("bench-pinp.json").display());
                 return Ok(true);
             }
-            let (report, dir) = bench::run(jobs, &modes, &runner.options()?).await?;
+            let engine = runnerlab::engine::open(&engine)?;
+            let (report, dir) = bench::run(jobs, &modes, &runner.options()?, &engine).await?;
             print!("{report}");
             println!("bench.json: {}", dir.join("bench.json").display());
             Ok(true)

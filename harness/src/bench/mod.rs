@@ -301,9 +301,11 @@ async fn bench_mode(
     mode: Executor,
     jobs: usize,
     runner_opts: &GetOptions,
+    engine: &crate::engine::EngineRef,
     floors: &mut Floors,
 ) -> Result<Vec<ModeBench>> {
     let mut lopts = LabOptions::new(mode);
+    lopts.engine = engine.clone();
     lopts.runner = runner_opts.clone();
     let lab = Lab::start_with(lopts).await?;
     let lab_start_warm_s = secs(lab.started_in());
@@ -464,6 +466,7 @@ pub async fn run(
     jobs: usize,
     modes: &[Executor],
     runner_opts: &GetOptions,
+    engine: &crate::engine::EngineRef,
 ) -> Result<(BenchReport, std::path::PathBuf)> {
     ensure!(jobs > 0, "--jobs must be at least 1");
     // Warm the cache first so that the timed call below is a pure cache hit.
@@ -474,7 +477,7 @@ pub async fn run(
     let mut floors = Floors::default();
     let mut results = Vec::new();
     for &mode in modes {
-        results.extend(bench_mode(mode, jobs, runner_opts, &mut floors).await?);
+        results.extend(bench_mode(mode, jobs, runner_opts, engine, &mut floors).await?);
     }
     let (api_life, api_hello) = match floors.api {
         Some(a) => (Some(a.lifecycle_s), Some(a.info_version_s)),
