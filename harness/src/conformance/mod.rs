@@ -26,6 +26,13 @@ pub struct SuiteOptions {
     pub parallel: usize,
     /// Docker mode with the runner on the host instead of in a container.
     pub runner_on_host: bool,
+    /// The Podman engine the labs run on, by the name users type (`host`, `trixie`).
+    pub engine: String,
+    /// Runner environment overrides (`gitlab-runner register --env KEY=VALUE`, i.e.
+    /// `[runners] environment`), in order; empty for the default configuration.
+    pub config_env: Vec<(String, String)>,
+    /// Only this part of the (case, mode) pairs, in canonical order (`--partition k/N`).
+    pub partition: Option<crate::compare::Partition>,
 }
 
 /// Run every applicable case in every mode on one lab per mode, and write the report.
@@ -99,8 +106,11 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         job_cost.extend(c);
     }
     bar.finish_and_clear();
+    // Canonical order (modes, then cases as declared), whatever order the modes finished in: the
+    // order partitions and merges count in.
+    crate::compare::partition::sort_canonical(&mut results);
     let report = Report {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         run_id,
         started_at,
         duration_s: started.elapsed().as_secs_f64(),
