@@ -263,7 +263,7 @@ pub async fn run(opts: &CompareOptions) -> Result<Comparison> {
 #[derive(Debug)]
 pub enum Merged {
     /// Parts of a partitioned conformance run: one report.
-    Report(Report),
+    Report(Box<Report>),
     /// Parts of a partitioned compare: one comparison (its gate is the merge's exit code).
     Compare(Box<Comparison>),
 }
@@ -300,7 +300,7 @@ pub fn merge_dirs(parts: &[PathBuf], out: &Path) -> Result<Merged> {
     let is_compare = |d: &PathBuf| d.join("compare.json").is_file();
     let is_report = |d: &PathBuf| d.join("report.json").is_file();
     if parts.iter().all(is_report) {
-        return Ok(Merged::Report(merge_reports(parts, out)?));
+        return Ok(Merged::Report(Box::new(merge_reports(parts, out)?)));
     }
     if !parts.iter().all(is_compare) {
         let bad = parts
