@@ -229,11 +229,12 @@ pub async fn run(opts: &CompareOptions) -> Result<Comparison> {
     if opts.soak.is_some() {
         bail!("--soak is not wired into compare yet — fix: leave it out for now");
     }
+    // A baseline that cannot be used fails before anything is created or run.
+    let base = opts.baseline.as_deref().map(baseline::load).transpose()?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let a_info = match &opts.baseline {
-        Some(name) => {
-            let side = baseline::load(name)?;
+    let a_info = match (&opts.baseline, base) {
+        (Some(name), Some(side)) => {
             place_side(
                 &restrict(&side.report, &opts.suite),
                 &side.dir,
@@ -247,7 +248,7 @@ pub async fn run(opts: &CompareOptions) -> Result<Comparison> {
                 &side.report,
             )
         }
-        None => {
+        _ => {
             let (r, dir) = run_stack(&opts.a, &opts.suite).await?;
             place_side(&r, &dir, &opts.out.join("a"))?;
             side_info(opts.a.label(), Some(opts.a.clone()), None, "a", &r)
