@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod cases;
+pub mod compare;
 pub mod conformance;
 pub mod engine;
 pub mod executor;

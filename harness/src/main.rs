@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use runnerlab::executor::Executor;
 use runnerlab::forge::runner::{GetOptions, HelperSource, Source};
-use runnerlab::{bench, conformance, forge, host, podman, reaper, redact, soak};
+use runnerlab::{bench, compare, conformance, forge, host, podman, reaper, redact, soak};
 
 #[derive(Parser)]
 #[command(
@@ -70,8 +70,67 @@ enum Cmd {
         /// Debian 13, installed by `cargo lab setup --engine trixie`).
         #[arg(long, default_value = "host")]
         engine: String,
+        /// Also keep a copy of the run's report directory as baseline NAME (in
+        /// <cache>/baselines/NAME/, replacing an older one), for `runnerlab compare --baseline NAME`.
+        #[arg(long, value_name = "NAME")]
+        save_baseline: Option<String>,
+        /// Run only part k of N of the (case, mode) pairs (1-based, round robin in canonical order);
+        /// join the parts' directories with `runnerlab merge`.
+        #[arg(long, value_name = "k/N")]
+        partition: Option<String>,
         #[command(flatten)]
         runner: RunnerArgs,
+    },
+    /// Compare two stacks (Podman engine, runner build, runner configuration), or a saved baseline
+    /// with a new run, case by case; writes compare.{json,md,html} and exits 1 on a regression.
+    #[command(after_help = COMPARE_HELP)]
+    Compare {
+        /// Stack A: comma-separated podman=<engine>, runner=<source>, config=<default|K=V;K=V>
+        /// (missing keys: podman=host, the default runner, config=default).
+        #[arg(long = "a", value_name = "STACK", conflicts_with = "baseline")]
+        a: Option<String>,
+        /// Stack B, as --a.
+        #[arg(long = "b", value_name = "STACK")]
+        b: Option<String>,
+        /// Use baseline NAME (saved with `conformance --save-baseline NAME`) as A.
+        #[arg(long, value_name = "NAME")]
+        baseline: Option<String>,
+        /// Regressions to accept: one `<case> <mode> <reason>` a line, `#` comments. Accepted
+        /// regressions are reported but do not fail the gate.
+        #[arg(long, value_name = "FILE")]
+        accept: Option<std::path::PathBuf>,
+        /// Executor modes: shell, docker, custom or all (repeatable).
+        #[arg(long = "executor", short = 'e', default_value = "all")]
+        executors: Vec<String>,
+        /// Only these cases (repeatable); see `runnerlab cases`.
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        /// How many executor modes run at the same time, each on its own lab.
+        #[arg(long, default_value_t = 3)]
+        parallel: usize,
+        /// Run only part k of N of the (case, mode) pairs on both sides; join the parts'
+        /// --out directories with `runnerlab merge`.
+        #[arg(long, value_name = "k/N")]
+        partition: Option<String>,
+        /// Run each side N times (flaky cases show up as unstable).
+        #[arg(long, value_name = "N")]
+        soak: Option<usize>,
+        /// The compare directory (default target/runnerlab/compare-<time>/); must not hold a/ or b/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        runner: RunnerArgs,
+    },
+    /// Join the --out directories of a partitioned `conformance` or `compare` run into one
+    /// (a compare: exits 1 on a regression, like the compare itself).
+    #[command(after_help = MERGE_HELP)]
+    Merge {
+        /// The parts' directories (each a report directory, or each a compare directory).
+        #[arg(required = true, value_name = "PART_DIR")]
+        parts: Vec<std::path::PathBuf>,
+        /// Where the merged report or comparison goes.
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
     },
     /// List the conformance cases.
     Cases,
@@ -238,6 +297,28 @@ async fn run_cmd(args: RunArgs) -> Result<u8> {
     Ok(outcome.exit.code())
 }
 
+const COMPARE_HELP: &str = "\
+Examples:
+  cargo lab compare --a podman=host --b podman=trixie
+  cargo lab compare --a runner=module:<v> --b runner=path:/opt/gitlab-runner-19.5/gitlab-runner
+  cargo lab compare --a config=default --b 'config=FF_NETWORK_PER_BUILD=false'
+  cargo lab conformance --save-baseline before-upgrade
+  cargo lab compare --baseline before-upgrade --accept upgrade-accept.txt
+
+Each case x mode is classified: regression (passed or known finding -> failed), fix (failed ->
+passed), finding appeared / finding gone, not applicable changed (skipped on one side), unchanged,
+missing in A/B. Job outputs that differ are diffed even when both passed.
+
+Exit status: 0 no unaccepted regression, 1 a regression, 2 the comparison failed.";
+
+const MERGE_HELP: &str = "\
+Examples:
+  runnerlab conformance --partition 1/3 ...   (and 2/3, 3/3, e.g. on three CI nodes)
+  runnerlab merge part1/ part2/ part3/ --out merged/
+  runnerlab merge compare-1/ compare-2/ --out compare/   (parts of `compare --partition k/2`)
+
+Parts must come from one run (same stack, same schema); a case x mode in two parts is refused.";
+
 #[derive(Subcommand)]
 enum RunnerCmd {
     /// Return a verified runner (build or extract it if the cache has none) and its images.
@@ -281,6 +362,16 @@ impl RunnerArgs {
                 .transpose()?,
         })
     }
+}
+
+fn check_cases(cases: &[String]) -> Result<()> {
+    let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
+    for c in cases {
+        if !known.contains(&c.as_str()) {
+            bail!("unknown case {c:?}; known cases: {}", known.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn parse_executors(v: &[String]) -> Result<Vec<Executor>> {
@@ -467,13 +558,13 @@ async fn real_main(cli: Cli) -> Result<bool> {
             parallel,
             runner_on_host,
             engine,
+            save_baseline,
+            partition,
             runner,
         } => {
-            let known: Vec<&str> = conformance::cases().iter().map(|c| c.name).collect();
-            for c in &cases {
-                if !known.contains(&c.as_str()) {
-                    bail!("unknown case {c:?}; known cases: {}", known.join(", "));
-                }
+            check_cases(&cases)?;
+            if let Some(name) = &save_baseline {
+                compare::baseline::validate_name(name)?;
             }
             let opts = conformance::SuiteOptions {
                 modes: parse_executors(&executors)?,
@@ -482,6 +573,11 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 parallel,
                 runner_on_host,
                 engine: runnerlab::engine::open(&engine)?,
+                config_env: Vec::new(),
+                partition: partition
+                    .as_deref()
+                    .map(str::parse::<compare::Partition>)
+                    .transpose()?,
             };
             if runner_on_host && opts.modes.iter().any(|m| !m.mode().runs_on_host()) {
                 bail!(
@@ -500,8 +596,79 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 counts.get("skipped").unwrap_or(&0)
             );
             println!("report: {}", dir.join("report.md").display());
+            if let Some(name) = &save_baseline {
+                let b = compare::baseline::save(name, &dir)?;
+                println!("baseline {name}: {}", b.display());
+            }
             Ok(counts.get("failed").copied().unwrap_or(0) == 0)
         }
+        Cmd::Compare {
+            a,
+            b,
+            baseline,
+            accept,
+            executors,
+            cases,
+            parallel,
+            partition,
+            soak,
+            out,
+            runner,
+        } => {
+            check_cases(&cases)?;
+            let a = compare::Stack::parse("--a", a.as_deref().unwrap_or(""))?;
+            let b = compare::Stack::parse("--b", b.as_deref().unwrap_or(""))?;
+            if let Some(name) = &baseline {
+                compare::baseline::validate_name(name)?;
+            }
+            let accept = match &accept {
+                Some(f) => compare::diff::load_accept(f)?,
+                None => Vec::new(),
+            };
+            let opts = compare::CompareOptions {
+                a,
+                b,
+                baseline,
+                accept,
+                suite: conformance::SuiteOptions {
+                    modes: parse_executors(&executors)?,
+                    runner: runner.options()?,
+                    only: cases,
+                    parallel,
+                    runner_on_host: false,
+                    engine: runnerlab::engine::host(),
+                    config_env: Vec::new(),
+                    partition: partition
+                        .as_deref()
+                        .map(str::parse::<compare::Partition>)
+                        .transpose()?,
+                },
+                soak,
+                out: out.unwrap_or_else(compare::default_out_dir),
+            };
+            let c = compare::run(&opts).await?;
+            print_comparison(&c, &opts.out);
+            Ok(c.diff.gate.passed)
+        }
+        Cmd::Merge { parts, out } => match compare::merge_dirs(&parts, &out)? {
+            compare::Merged::Report(r) => {
+                let counts = r.counts();
+                println!(
+                    "merged {} parts: {} passed, {} failed, {} known findings, {} skipped",
+                    parts.len(),
+                    counts.get("passed").unwrap_or(&0),
+                    counts.get("failed").unwrap_or(&0),
+                    counts.get("known-finding").unwrap_or(&0),
+                    counts.get("skipped").unwrap_or(&0)
+                );
+                println!("report: {}", out.join("report.md").display());
+                Ok(counts.get("failed").copied().unwrap_or(0) == 0)
+            }
+            compare::Merged::Compare(c) => {
+                print_comparison(&c, &out);
+                Ok(c.diff.gate.passed)
+            }
+        },
         Cmd::Bench {
             jobs,
             executors,
@@ -664,6 +831,21 @@ async fn real_main(cli: Cli) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+fn print_comparison(c: &compare::Comparison, out: &std::path::Path) {
+    println!("A: {} ({}, podman {})", c.a.label, c.a.runner, c.a.podman);
+    println!("B: {} ({}, podman {})", c.b.label, c.b.runner, c.b.podman);
+    for r in &c.diff.rows {
+        if !matches!(r.class, compare::Class::Unchanged) {
+            println!("  {:<24} {:<28} {}", r.class.name(), r.case, r.mode);
+        }
+    }
+    for a in &c.diff.unused_accepts {
+        println!("  accept line matched no regression: {} {}", a.case, a.mode);
+    }
+    println!("{}", compare::render::summary_line(c));
+    println!("compare: {}", out.join("compare.html").display());
 }
 
 fn main() -> ExitCode {

@@ -31,7 +31,7 @@ mod services;
 mod support;
 
 pub(crate) use pinp_registry::pinp_extras;
-pub use support::{ensure_trace_has, job_output};
+pub use support::{ensure_trace_has, job_output, step_script_on};
 
 /// What a case produced.
 #[derive(Debug)]

@@ -201,7 +201,7 @@ async fn ensure_no_credential_leak(
     let mode = lab2.executor();
     lab2.shutdown().await?;
     let report = crate::report::Report {
-        schema: crate::report::SCHEMA,
+        schema: crate::report::SCHEMA.into(),
         run_id: out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

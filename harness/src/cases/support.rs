@@ -68,18 +68,26 @@ pub fn job_output(run: &PipelineRun) -> String {
     for j in &run.jobs {
         let text = run.job(&j.name).snapshot();
         s.push_str(&format!("== job {} ({})\n", j.name, j.status.as_str()));
-        let mut on = false;
-        for line in text.lines() {
-            on |= line.starts_with("[step_script]");
-            // The docker executor's per-container lines name images and networks: executor detail.
-            let executor_detail = line == "Using default image"
-                || line.starts_with("Using effective pull policy")
-                || line.starts_with("Using docker image")
-                || line.starts_with("Container runner-");
-            if on && !executor_detail {
-                s.push_str(line);
-                s.push('\n');
-            }
+        s.push_str(&step_script_on(&text));
+    }
+    s
+}
+
+/// The lines of a snapshot-normalised trace from its `step_script` section on, without the
+/// docker executor's per-container lines: the part of one job's output [`job_output`] compares.
+pub fn step_script_on(text: &str) -> String {
+    let mut s = String::new();
+    let mut on = false;
+    for line in text.lines() {
+        on |= line.starts_with("[step_script]");
+        // The docker executor's per-container lines name images and networks: executor detail.
+        let executor_detail = line == "Using default image"
+            || line.starts_with("Using effective pull policy")
+            || line.starts_with("Using docker image")
+            || line.starts_with("Container runner-");
+        if on && !executor_detail {
+            s.push_str(line);
+            s.push('\n');
         }
     }
     s

@@ -28,6 +28,11 @@ pub struct SuiteOptions {
     pub runner_on_host: bool,
     /// The Podman installation every lab of the suite runs on.
     pub engine: crate::engine::EngineRef,
+    /// Runner environment overrides (`gitlab-runner register --env KEY=VALUE`, i.e.
+    /// `[runners] environment`), in order; empty for the default configuration.
+    pub config_env: Vec<(String, String)>,
+    /// Only this part of the (case, mode) pairs, in canonical order (`--partition k/N`).
+    pub partition: Option<crate::compare::Partition>,
 }
 
 /// Run every applicable case in every mode on one lab per mode, and write the report.
@@ -56,10 +61,16 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c.name))
         .collect();
+    let part = partition_pairs(opts, &selected);
     let total: usize = opts
         .modes
         .iter()
-        .map(|m| selected.iter().filter(|c| c.modes.contains(m)).count())
+        .map(|m| {
+            selected
+                .iter()
+                .filter(|c| c.modes.contains(m) && in_part(&part, c.name, *m))
+                .count()
+        })
         .sum();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
@@ -104,8 +115,11 @@ pub async fn run_suite(opts: &SuiteOptions) -> Result<(crate::report::Report, st
         job_cost.extend(c);
     }
     bar.finish_and_clear();
+    // Canonical order (modes, then cases as declared), whatever order the modes finished in: the
+    // order partitions and merges count in.
+    crate::compare::partition::sort_canonical(&mut results);
     let report = Report {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         run_id,
         started_at,
         duration_s: started.elapsed().as_secs_f64(),
@@ -142,6 +156,27 @@ type ModeResults = (
 #[derive(Default)]
 struct Quiet(tokio::sync::RwLock<()>);
 
+/// The (case, mode) pairs of `--partition k/N`: every selected case in every mode asked for
+/// (skipped pairs too), in the canonical order, this part's share; `None` without a partition.
+fn partition_pairs(opts: &SuiteOptions, selected: &[Case]) -> Option<Vec<(String, String)>> {
+    let p = opts.partition?;
+    let pairs: Vec<(String, String)> = opts
+        .modes
+        .iter()
+        .flat_map(|m| {
+            selected
+                .iter()
+                .map(|c| (c.name.to_owned(), m.name().to_owned()))
+        })
+        .collect();
+    Some(crate::compare::partition::pairs_of(p, &pairs))
+}
+
+fn in_part(part: &Option<Vec<(String, String)>>, case: &str, mode: Executor) -> bool {
+    part.as_ref()
+        .is_none_or(|p| p.iter().any(|(c, m)| c == case && m == mode.name()))
+}
+
 /// Every applicable case of `selected` in one mode, on one lab.
 async fn run_mode(
     mode: Executor,
@@ -155,8 +190,14 @@ async fn run_mode(
     use crate::report::{CaseResult, Status};
     let mut results = Vec::new();
     let mut outputs = Vec::new();
+    let part = partition_pairs(opts, selected);
+    let selected: Vec<&Case> = selected
+        .iter()
+        .filter(|c| in_part(&part, c.name, mode))
+        .collect();
     let applicable: Vec<&Case> = selected
         .iter()
+        .copied()
         .filter(|c| c.modes.contains(&mode))
         .collect();
     for c in selected.iter().filter(|c| !c.modes.contains(&mode)) {
@@ -177,6 +218,13 @@ async fn run_mode(
     lopts.runner = opts.runner.clone();
     lopts.runner_on_host = opts.runner_on_host;
     lopts.engine = opts.engine.clone();
+    // A stack's runner configuration: `[runners] environment` entries.
+    for (k, v) in &opts.config_env {
+        lopts
+            .extras
+            .register_args
+            .extend(["--env".into(), format!("{k}={v}")]);
+    }
     let started = {
         let _shared = quiet.0.read().await;
         crate::lab::Lab::start_with(lopts).await

@@ -18,19 +18,7 @@ pub fn cross_mode(outputs: &[(&str, &str, String)]) -> Vec<CrossModeDiff> {
             continue;
         };
         for (_, mode, text) in runs {
-            let diff = similar::TextDiff::from_lines(base.as_str(), text.as_str());
-            let differing_lines = diff
-                .iter_all_changes()
-                .filter(|c| c.tag() != similar::ChangeTag::Equal)
-                .count();
-            let unified = if differing_lines == 0 {
-                String::new()
-            } else {
-                diff.unified_diff()
-                    .context_radius(2)
-                    .header(base_mode, mode)
-                    .to_string()
-            };
+            let (differing_lines, unified) = unified_diff(base, text, base_mode, mode);
             out.push(CrossModeDiff {
                 case: name.to_owned(),
                 base: (*base_mode).to_owned(),
@@ -41,6 +29,26 @@ pub fn cross_mode(outputs: &[(&str, &str, String)]) -> Vec<CrossModeDiff> {
         }
     }
     out
+}
+
+/// Lines only in one of `a` and `b`, and their unified diff (2 lines of context, headed
+/// `a_label`/`b_label`; empty when the texts are the same). The cross-mode comparison and
+/// `runnerlab compare` diff job outputs alike.
+pub(crate) fn unified_diff(a: &str, b: &str, a_label: &str, b_label: &str) -> (usize, String) {
+    let diff = similar::TextDiff::from_lines(a, b);
+    let differing_lines = diff
+        .iter_all_changes()
+        .filter(|c| c.tag() != similar::ChangeTag::Equal)
+        .count();
+    let unified = if differing_lines == 0 {
+        String::new()
+    } else {
+        diff.unified_diff()
+            .context_radius(2)
+            .header(a_label, b_label)
+            .to_string()
+    };
+    (differing_lines, unified)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::paths::write_atomic;
 use crate::redact::scrub;
@@ -18,6 +18,7 @@ use crate::redact::scrub;
 mod cross_mode;
 mod environment;
 mod json;
+pub(crate) use cross_mode::unified_diff;
 mod junit;
 mod markdown;
 
@@ -26,7 +27,7 @@ pub use environment::environment;
 
 pub const SCHEMA: &str = "runnerlab.report/1";
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Passed,
@@ -35,7 +36,7 @@ pub enum Status {
     Skipped,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseResult {
     pub name: String,
     pub mode: String,
@@ -47,7 +48,7 @@ pub struct CaseResult {
     pub detail: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunnerEnv {
     pub version: String,
     pub revision: String,
@@ -59,7 +60,7 @@ pub struct RunnerEnv {
     pub placement: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PodmanEnv {
     pub version: String,
     pub rootless: bool,
@@ -77,7 +78,7 @@ pub struct PodmanEnv {
     pub components: Vec<crate::engine::Component>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Environment {
     pub runner: RunnerEnv,
     pub podman: PodmanEnv,
@@ -85,9 +86,10 @@ pub struct Environment {
     pub harness_version: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
-    pub schema: &'static str,
+    /// Always [`SCHEMA`] when written by this harness; a `String` so reports can be read back.
+    pub schema: String,
     pub run_id: String,
     pub started_at: String,
     pub duration_s: f64,
@@ -100,7 +102,7 @@ pub struct Report {
 }
 
 /// What a job costs beyond its script in one mode, measured during the conformance run itself.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModeCost {
     pub mode: String,
     /// Jobs measured: every job of the mode's cases that has a `step_script` section.
@@ -114,7 +116,7 @@ pub struct ModeCost {
 
 /// The `hello` job against what a container costs here. Floors are measured right after the case,
 /// on the same lab: ratios of figures taken side by side, never pass/fail.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrivialJobCost {
     /// Handed to the runner → finished, seconds.
     pub e2e_s: f64,
@@ -134,7 +136,7 @@ pub struct TrivialJobCost {
 
 /// One case's job output in `mode` compared with `base` (job output: from `step_script` on,
 /// normalised; see `conformance::job_output`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CrossModeDiff {
     pub case: String,
     pub base: String,
@@ -179,7 +181,7 @@ mod tests {
     /// A report with a bit of everything, for the format tests.
     pub(super) fn sample() -> Report {
         Report {
-            schema: SCHEMA,
+            schema: SCHEMA.into(),
             run_id: "rl-0000abcd".into(),
             started_at: "2026-11-23T00:00:00Z".into(),
             duration_s: 3.0,

@@ -574,7 +574,7 @@ async fn run_on_lab(
     }
     let environment = crate::conformance::environment(lab.podman(), lab.runner()).await?;
     let report = Report {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         run_id: lab.run_id().to_owned(),
         started_at,
         duration_s: wall.as_secs_f64(),
