@@ -156,6 +156,52 @@ type ModeResults = (
 #[derive(Default)]
 struct Quiet(tokio::sync::RwLock<()>);
 
+/// The trace files under a lab's output directory, with their modification times.
+fn trace_files(
+    lab_out: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, std::time::SystemTime> {
+    fn walk(
+        d: &std::path::Path,
+        into: &mut std::collections::BTreeMap<std::path::PathBuf, std::time::SystemTime>,
+    ) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, into);
+            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                into.insert(p, m);
+            }
+        }
+    }
+    let mut m = std::collections::BTreeMap::new();
+    walk(&lab_out.join("traces"), &mut m);
+    m
+}
+
+/// Copy the traces a case wrote (new or rewritten since `before`) from the lab's directory to the
+/// report's; the first one's path relative to the report, if any.
+fn keep_new_traces(
+    lab_out: &std::path::Path,
+    before: &std::collections::BTreeMap<std::path::PathBuf, std::time::SystemTime>,
+    out: &std::path::Path,
+) -> Result<Option<String>> {
+    let mut first = None;
+    for (p, m) in trace_files(lab_out) {
+        if before.get(&p) == Some(&m) {
+            continue;
+        }
+        let Ok(rel) = p.strip_prefix(lab_out) else {
+            continue;
+        };
+        if let Ok(bytes) = std::fs::read(&p) {
+            crate::paths::write_atomic(&out.join(rel), &bytes)?;
+            first.get_or_insert_with(|| rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(first)
+}
+
 /// The (case, mode) pairs of `--partition k/N`: every selected case in every mode asked for
 /// (skipped pairs too), in the canonical order, this part's share; `None` without a partition.
 fn partition_pairs(opts: &SuiteOptions, selected: &[Case]) -> Option<Vec<(String, String)>> {
@@ -262,6 +308,7 @@ async fn run_mode(
         };
         let t = Instant::now();
         bar.set_message(format!("{mode} {}", c.name));
+        let traces_before = trace_files(lab.out_dir());
         let res = (c.run)(&lab).await;
         let duration_s = t.elapsed().as_secs_f64();
         let (status, detail, trace) = match res {
@@ -294,18 +341,23 @@ async fn run_mode(
                     None => (Status::Passed, o.note, trace),
                 }
             }
-            Err(e) => match c.known_in(mode) {
-                Some(reason) => (
-                    Status::KnownFinding,
-                    Some(crate::redact::scrub(&format!("{reason}\n\n{e:#}"))),
-                    None,
-                ),
-                None => (
-                    Status::Failed,
-                    Some(crate::redact::scrub(&format!("{e:#}"))),
-                    None,
-                ),
-            },
+            Err(e) => {
+                // The pipelines the case ran before its checks failed: their traces go next to
+                // the report too, so a failure links its job log (and `compare` can diff it).
+                let trace = keep_new_traces(lab.out_dir(), &traces_before, out)?;
+                match c.known_in(mode) {
+                    Some(reason) => (
+                        Status::KnownFinding,
+                        Some(crate::redact::scrub(&format!("{reason}\n\n{e:#}"))),
+                        trace,
+                    ),
+                    None => (
+                        Status::Failed,
+                        Some(crate::redact::scrub(&format!("{e:#}"))),
+                        trace,
+                    ),
+                }
+            }
         };
         bar.inc(1);
         say(format!(
