@@ -49,7 +49,7 @@ enum Cmd {
     /// Get, build or verify the real gitlab-runner.
     #[command(subcommand)]
     Runner(RunnerCmd),
-    /// Run the conformance cases and write target/runnerlab/<run>/report.{json,md} and junit.xml.
+    /// Run the conformance cases and write target/runnerlab/<run>/report.{json,md,html} and junit.xml.
     Conformance {
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
@@ -596,6 +596,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                 counts.get("skipped").unwrap_or(&0)
             );
             println!("report: {}", dir.join("report.md").display());
+            println!("html: {}", dir.join("report.html").display());
             if let Some(name) = &save_baseline {
                 let b = compare::baseline::save(name, &dir)?;
                 println!("baseline {name}: {}", b.display());

@@ -172,7 +172,7 @@ pub fn restrict(report: &Report, suite: &SuiteOptions) -> Report {
 }
 
 /// Put a side's report directory into the compare directory: `src` copied to `dst` (which must not
-/// exist), its report.json/md/junit.xml replaced by `report`'s.
+/// exist), its report files (json, md, junit.xml, html) replaced by `report`'s.
 fn place_side(report: &Report, src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
         bail!(

@@ -1,8 +1,9 @@
 //! The conformance report: `report.json` (schema `runnerlab.report/1`, documented in
-//! ARCHITECTURE.md), `report.md` (a table of cases × modes) and `junit.xml` for CI. Each file is
-//! written completely or not at all.
+//! ARCHITECTURE.md), `report.md` (a table of cases × modes), `junit.xml` for CI and `report.html`
+//! (the table in colour, filters, every trace embedded). Each file is written completely or not at
+//! all.
 //!
-//! This module holds the report's model (the schema); `json`, `markdown` and `junit` render it,
+//! This module holds the report's model (the schema); `json`, `markdown`, `junit` and `html` render it,
 //! `cross_mode` compares job outputs across modes, `environment` gathers what the report says about
 //! the machine.
 
@@ -17,6 +18,7 @@ use crate::redact::scrub;
 
 mod cross_mode;
 mod environment;
+mod html;
 mod json;
 pub(crate) use cross_mode::unified_diff;
 mod junit;
@@ -162,15 +164,18 @@ impl Report {
         m
     }
 
-    /// Write report.json, report.md and junit.xml into `dir`; returns their paths.
+    /// Write report.json, report.md, junit.xml and report.html into `dir`; returns their paths.
+    /// The traces must be in `dir` already: report.html embeds them.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let json = dir.join("report.json");
         let md = dir.join("report.md");
         let junit = dir.join("junit.xml");
+        let html = dir.join("report.html");
         write_atomic(&json, scrub(&self.json()?).as_bytes())?;
         write_atomic(&md, scrub(&self.markdown()).as_bytes())?;
         write_atomic(&junit, scrub(&self.junit()).as_bytes())?;
-        Ok(vec![json, md, junit])
+        write_atomic(&html, scrub(&self.html(dir)).as_bytes())?;
+        Ok(vec![json, md, junit, html])
     }
 }
 
