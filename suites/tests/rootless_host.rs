@@ -15,8 +15,9 @@ use runnerlab::{Executor, Lab};
 /// Print the table (shown on failure and with `--no-capture`), check the lab's own leftovers.
 async fn finish(lab: Lab, proof: &Proof, what: &str, t0: Instant) -> anyhow::Result<()> {
     eprintln!(
-        "{what}: {}\nthe lab's processes while the job held:\n{}",
+        "{what}: {}\ncontainers seen over the job: {:?}\nthe lab's processes while the job held:\n{}",
         proof.summary(),
+        proof.containers_seen(),
         proof.table()
     );
     let run_id = lab.run_id().to_owned();

@@ -34,6 +34,8 @@ pub struct HostProc {
     /// Start time in clock ticks since boot: with the pid, names one process for good.
     pub start: u64,
     pub comm: String,
+    /// `State` (`R`, `S`, `Z`, …): a zombie has exited and keeps only its ids until reaped.
+    pub state: char,
     pub argv: Vec<String>,
     /// Real, effective, saved and filesystem uid on the host.
     pub uids: [u32; 4],
@@ -86,6 +88,7 @@ pub fn read_proc(pid: u32) -> Option<HostProc> {
     };
     let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key));
     let comm = field("Name:")?.trim().to_owned();
+    let state = field("State:")?.trim().chars().next().unwrap_or('?');
     let ppid = field("PPid:")?.trim().parse().ok()?;
     let nspid = field("NSpid:")
         .map(|s| {
@@ -105,6 +108,7 @@ pub fn read_proc(pid: u32) -> Option<HostProc> {
         ppid,
         start: process_start_time(pid)?,
         comm,
+        state,
         argv,
         uids: ids("Uid:")?,
         gids: ids("Gid:")?,
@@ -202,8 +206,16 @@ pub fn table<'a>(procs: impl IntoIterator<Item = &'a LabProc>) -> String {
         "pid", "ppid", "comm", "uid r/e/s/fs", "gid r/e/s/fs", "userns", "via", "container", "argv"
     );
     let ids = |v: &[u32; 4]| v.map(|x| x.to_string()).join("/");
+    // Zombies (exited, not yet reaped: the API service's slirp4netns pile up so) in one line per
+    // parent, identity and all, unless one has a root id.
+    let mut zombies: BTreeMap<(u32, String, String, String), usize> = BTreeMap::new();
     for l in procs {
         let p = &l.proc;
+        if p.state == 'Z' && !p.has_root_id() {
+            let key = (p.ppid, p.comm.clone(), ids(&p.uids), ids(&p.gids));
+            *zombies.entry(key).or_default() += 1;
+            continue;
+        }
         let mut argv = p.argv.join(" ");
         if let Some((i, _)) = argv.char_indices().nth(60) {
             argv.truncate(i);
@@ -226,6 +238,13 @@ pub fn table<'a>(procs: impl IntoIterator<Item = &'a LabProc>) -> String {
             ctr,
             argv,
             if p.has_root_id() { "   <== ROOT" } else { "" }
+        );
+    }
+    for ((ppid, comm, uids, gids), n) in zombies {
+        let _ = writeln!(
+            s,
+            "{:>7} {ppid:>7} {comm:<16} {uids:<24} {gids:<24} ({n} zombies)",
+            "-"
         );
     }
     s
@@ -321,14 +340,20 @@ impl Proof {
         table(&self.at_hold)
     }
 
-    /// One line for a report.
-    pub fn summary(&self) -> String {
-        let containers: HashSet<&str> = self
+    /// The containers whose processes the sampling thread saw (by conmon's `-n`), sorted.
+    pub fn containers_seen(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&str> = self
             .watched
             .seen
             .values()
             .filter_map(|l| l.container.as_deref())
             .collect();
+        set.into_iter().map(str::to_owned).collect()
+    }
+
+    /// One line for a report.
+    pub fn summary(&self) -> String {
+        let containers = self.containers_seen();
         format!(
             "{} lab processes while the job held, {} over the job ({} readings, {} containers), \
              none with host uid or gid 0; job process uid {}, service {}",
@@ -405,7 +430,8 @@ pub async fn prove(lab: &Lab, project: &str, job: &str, expect: Expect) -> Resul
                 .iter()
                 .any(|l| l.container.as_ref().is_some_and(|c| services.contains(c)));
         if let (Some(h), true) = (&hold, service_up) {
-            procs.sort_by(|a, b| a.via.cmp(&b.via).then(a.proc.pid.cmp(&b.proc.pid)));
+            // The roots' trees first, then the rest of the lab user's namespace.
+            procs.sort_by_key(|l| (l.via == "lab userns", l.via.clone(), l.proc.pid));
             break (procs, h.clone());
         }
         if Instant::now() > deadline {
