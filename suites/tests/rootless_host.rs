@@ -44,6 +44,14 @@ async fn no_process_of_a_running_job_is_host_root(#[case] mode: Executor) -> any
     };
     let proof = host_identity::prove(&lab, "host-identity", "hold", expect).await?;
     assert!(proof.service.is_some() == expect.service);
+    if mode == Executor::Docker {
+        // The sampling thread met the docker executor's helper (sources, then cleanup) as well.
+        let seen = proof.containers_seen();
+        assert!(
+            seen.iter().any(|c| c.ends_with("-predefined")),
+            "no helper container among {seen:?}"
+        );
+    }
     finish(lab, &proof, mode.name(), t0).await
 }
 

@@ -599,6 +599,7 @@ mod tests {
             } else {
                 "x".into()
             },
+            state: 'S',
             argv: if pid == 20 {
                 vec!["conmon".into(), "-n".into(), "ctr".into()]
             } else {
