@@ -139,7 +139,10 @@ async fn the_same_runner_from_two_sources_agrees_but_for_provenance() -> Result<
     let copy = copy_dir.path().join("gitlab-runner");
     std::fs::copy(forged.runner_bin(), &copy)?;
     // A `path:` runner takes its helper from beside it.
-    std::fs::copy(forged.helper_bin(), copy_dir.path().join("gitlab-runner-helper"))?;
+    std::fs::copy(
+        forged.helper_bin(),
+        copy_dir.path().join("gitlab-runner-helper"),
+    )?;
     let out = tempfile::tempdir()?;
     let c = compare::run(&options(
         "",

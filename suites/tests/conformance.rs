@@ -62,6 +62,7 @@ async fn check_on(name: &str, opts: LabOptions, variant: &str) -> anyhow::Result
 #[case::git_strategy_none("git-strategy-none")]
 #[case::git_depth("git-depth")]
 #[case::rootless_identity("rootless-identity")]
+#[case::rootless_from_host("rootless-from-host")]
 #[case::script_sections("script-sections")]
 #[case::graceful_cancel("graceful-cancel")]
 #[case::git_strategy_clone("git-strategy-clone")]

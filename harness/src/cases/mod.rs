@@ -30,7 +30,7 @@ mod seed;
 mod services;
 mod support;
 
-pub(crate) use pinp_registry::pinp_extras;
+pub use pinp_registry::pinp_extras;
 pub use support::{ensure_trace_has, job_output, step_script_on};
 
 /// What a case produced.
@@ -108,6 +108,7 @@ pub fn cases() -> Vec<Case> {
         git::GIT_STRATEGY_NONE,
         git::GIT_DEPTH,
         seed::ROOTLESS_IDENTITY,
+        seed::ROOTLESS_FROM_HOST,
         basics::SCRIPT_SECTIONS,
         basics::GRACEFUL_CANCEL,
         services::SERVICES_BY_ALIAS,

@@ -21,7 +21,7 @@ use crate::lab::{Executor, Lab, PipelineRun, RunnerExtras};
 ///   overlayfs, and fuse-overlayfs would need /dev/fuse (0600 root on the host). A tmpfs goes with
 ///   the container, so nothing outlives the job unlabelled (an anonymous volume would);
 /// - the builder archive, bind-mounted read-only (no registry; see `forge::pinp::ensure_archive`).
-pub(crate) fn pinp_extras(mode: Executor, pinp: &PinpImages) -> Result<(RunnerExtras, String)> {
+pub fn pinp_extras(mode: Executor, pinp: &PinpImages) -> Result<(RunnerExtras, String)> {
     let m = mode.mode();
     let mut x = RunnerExtras::default();
     if m.jobs_run_in_runner_container() {

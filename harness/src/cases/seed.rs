@@ -6,6 +6,7 @@ use anyhow::{Result, ensure};
 use super::support::{CUSTOM_HOME, ensure_trace_has, job_ended, outcome, variant};
 use super::{ALL, Case, Outcome};
 use crate::executor::For;
+use crate::lab::host_identity::{self, Expect};
 use crate::lab::{Lab, RunnerExtras};
 
 pub(super) const ROOTLESS_IDENTITY: Case = Case {
@@ -43,6 +44,32 @@ async fn rootless_identity(lab: &Lab) -> Result<Outcome> {
         "container root is not the lab user (uid {uid}) on the host:\n{trace}"
     );
     Ok(outcome(run))
+}
+
+pub(super) const ROOTLESS_FROM_HOST: Case = Case {
+    name: "rootless-from-host",
+    about: "read from the host's /proc while a job runs, no process of the lab (runner, Podman API \
+            service, conmon, job, helpers, services) has host uid or gid 0",
+    modes: ALL,
+    known: &[],
+    not_applicable: &[],
+    run: |lab| Box::pin(rootless_from_host(lab)),
+};
+
+/// `rootless-identity` from the other side: the harness runs on the host and reads `/proc` itself
+/// (see `lab::host_identity`). The held job is released from the host, so its timing is not
+/// stable enough for a snapshot.
+async fn rootless_from_host(lab: &Lab) -> Result<Outcome> {
+    let expect = Expect {
+        service: !lab.executor().mode().jobs_run_in_runner_container(),
+        inner_container: false,
+    };
+    let proof = host_identity::prove(lab, "host-identity", "hold", expect).await?;
+    Ok(Outcome {
+        note: Some(proof.summary()),
+        snapshot: false,
+        ..outcome(proof.run)
+    })
 }
 
 pub(super) const GITCONFIG_HOME: Case = Case {

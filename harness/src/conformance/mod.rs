@@ -12,7 +12,9 @@ mod cost;
 
 use cost::{job_overhead_s, trivial_job_cost};
 
-pub use crate::cases::{Case, Outcome, case, cases, ensure_trace_has, job_output, not_applicable};
+pub use crate::cases::{
+    Case, Outcome, case, cases, ensure_trace_has, job_output, not_applicable, pinp_extras,
+};
 pub use crate::report::environment;
 
 /// Options of a conformance run.

@@ -15,6 +15,7 @@
 
 mod core;
 pub mod fleet;
+pub mod host_identity;
 mod instance;
 mod pipeline;
 pub mod registry;
