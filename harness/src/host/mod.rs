@@ -245,6 +245,7 @@ pub fn doctor() -> Vec<Check> {
         };
         checks.push(check("rootful podman", ok, detail, "cargo lab setup"));
     }
+    checks.extend(engine_checks());
     let go = Command::new("go").arg("version").output();
     checks.push(optional(check(
         "go toolchain",
@@ -256,6 +257,80 @@ pub fn doctor() -> Vec<Check> {
         "install Go ≥ 1.26 (https://go.dev/dl) or use `runnerlab runner get --from path:/…` / `--from image:…`",
     )));
     checks
+}
+
+/// Every installed second engine: its install is whole, and (as root) it starts, answers rootful
+/// and rootless, and stops again. Not installing one is fine (optional).
+fn engine_checks() -> Vec<Check> {
+    use crate::engine::trixie;
+    let install = match trixie::EngineInstall::find() {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            return vec![optional(check(
+                "engine trixie",
+                false,
+                "not installed (Podman 5.4 for `compare --b podman=trixie`)",
+                "cargo lab setup --engine trixie",
+            ))];
+        }
+        Err(e) => {
+            return vec![check(
+                "engine trixie",
+                false,
+                format!("{e:#}"),
+                "rm -rf ~/.cache/runnerlab/engines/trixie-* && cargo lab setup --engine trixie",
+            )];
+        }
+    };
+    let f = install.facts();
+    let what = format!(
+        "podman {} (conmon {}, {} {}, {} {}, rootless {} {})",
+        f.podman.version,
+        f.conmon.version,
+        f.oci_runtime.name,
+        f.oci_runtime.version,
+        f.network_backend.name,
+        f.network_backend.version,
+        f.rootless_network.name,
+        f.rootless_network.version
+    );
+    if !is_root() {
+        return vec![optional(check(
+            "engine trixie",
+            true,
+            format!("{what}; not started (needs root)"),
+            "",
+        ))];
+    }
+    let probe = || -> anyhow::Result<String> {
+        let user = LabUser::lookup()?;
+        let e = trixie::TrixieEngine::start(&install, &user, &crate::lab::new_run_id())?;
+        let mut seen = Vec::new();
+        for rootless in [None, Some(&user)] {
+            let o = e
+                .std_command(rootless, ["info", "--format", "{{.Host.Security.Rootless}}"])
+                .output()?;
+            if !o.status.success() {
+                bail!(
+                    "podman info ({}) failed: {}",
+                    if rootless.is_some() { "rootless" } else { "rootful" },
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+            seen.push(String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        }
+        e.stop()?;
+        Ok(format!("rootless: {}", seen.join("/")))
+    };
+    match probe() {
+        Ok(s) => vec![check("engine trixie", true, format!("{what}; {s}"), "")],
+        Err(e) => vec![check(
+            "engine trixie",
+            false,
+            format!("{what}: {e:#}"),
+            "cargo lab reap, then cargo lab doctor again; if it persists, reinstall: cargo lab setup --engine trixie",
+        )],
+    }
 }
 
 fn optional(mut c: Check) -> Check {
