@@ -458,19 +458,7 @@ async fn real_main(cli: Cli) -> Result<bool> {
                         runnerlab::engine::trixie::install(|m| println!("  → {m}"))
                     })
                     .await??;
-                    let f = i.facts();
-                    println!(
-                        "  ✓ podman {} (conmon {}, {} {}, {} {}, rootless {} {}) in {}",
-                        f.podman.version,
-                        f.conmon.version,
-                        f.oci_runtime.name,
-                        f.oci_runtime.version,
-                        f.network_backend.name,
-                        f.network_backend.version,
-                        f.rootless_network.name,
-                        f.rootless_network.version,
-                        i.dir.display()
-                    );
+                    println!("  ✓ {} in {}", i.facts().describe(), i.dir.display());
                     timeline.push(("engine trixie", secs(t)));
                 }
                 Some(other) => bail!(

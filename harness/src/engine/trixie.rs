@@ -157,6 +157,23 @@ pub struct Facts {
     pub rootless_network: Component,
 }
 
+impl Facts {
+    /// One line: `podman 5.4.2 (conmon 2.1.12, crun 1.21, netavark 1.14.0, rootless pasta …)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "podman {} (conmon {}, {} {}, {} {}, rootless {} {})",
+            self.podman.version,
+            self.conmon.version,
+            self.oci_runtime.name,
+            self.oci_runtime.version,
+            self.network_backend.name,
+            self.network_backend.version,
+            self.rootless_network.name,
+            self.rootless_network.version
+        )
+    }
+}
+
 impl Versions {
     pub fn facts(&self) -> Facts {
         Facts {
@@ -754,18 +771,9 @@ fn argv_for(
     ];
     match rootless {
         Some(u) => {
-            a.extend([
-                "setpriv".into(),
-                format!("--reuid={}", u.uid).into(),
-                format!("--regid={}", u.gid).into(),
-                "--init-groups".into(),
-                "env".into(),
-                "-i".into(),
-                format!("HOME={}", u.home.display()).into(),
-                format!("USER={}", u.name).into(),
-                format!("LOGNAME={}", u.name).into(),
-                format!("XDG_RUNTIME_DIR=/run/user/{}", u.uid).into(),
-            ]);
+            // The same user and environment as on the host (the engine's PATH below wins).
+            a.push("setpriv".into());
+            a.extend(u.setpriv_env());
         }
         None => {
             a.extend(["env".into(), "-i".into(), "HOME=/root".into()]);

@@ -282,18 +282,7 @@ fn engine_checks() -> Vec<Check> {
             )];
         }
     };
-    let f = install.facts();
-    let what = format!(
-        "podman {} (conmon {}, {} {}, {} {}, rootless {} {})",
-        f.podman.version,
-        f.conmon.version,
-        f.oci_runtime.name,
-        f.oci_runtime.version,
-        f.network_backend.name,
-        f.network_backend.version,
-        f.rootless_network.name,
-        f.rootless_network.version
-    );
+    let what = install.facts().describe();
     if !is_root() {
         return vec![optional(check(
             "engine trixie",
@@ -308,12 +297,19 @@ fn engine_checks() -> Vec<Check> {
         let mut seen = Vec::new();
         for rootless in [None, Some(&user)] {
             let o = e
-                .std_command(rootless, ["info", "--format", "{{.Host.Security.Rootless}}"])
+                .std_command(
+                    rootless,
+                    ["info", "--format", "{{.Host.Security.Rootless}}"],
+                )
                 .output()?;
             if !o.status.success() {
                 bail!(
                     "podman info ({}) failed: {}",
-                    if rootless.is_some() { "rootless" } else { "rootful" },
+                    if rootless.is_some() {
+                        "rootless"
+                    } else {
+                        "rootful"
+                    },
                     String::from_utf8_lossy(&o.stderr).trim()
                 );
             }
