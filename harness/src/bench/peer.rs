@@ -139,7 +139,10 @@ fn which(prog: &str) -> bool {
 /// we are root.
 fn ensure_prerequisites() -> Result<()> {
     for (prog, fix) in [
-        ("node", "install Node.js 18 or newer (apt-get install nodejs)"),
+        (
+            "node",
+            "install Node.js 18 or newer (apt-get install nodejs)",
+        ),
         ("npm", "install npm (apt-get install npm)"),
         ("git", "apt-get install git"),
     ] {
@@ -154,7 +157,9 @@ fn ensure_prerequisites() -> Result<()> {
                  fix: apt-get install rsync"
             );
         }
-        eprintln!("runnerlab bench --peer: installing rsync (gitlab-ci-local copies the project with it)");
+        eprintln!(
+            "runnerlab bench --peer: installing rsync (gitlab-ci-local copies the project with it)"
+        );
         let st = std::process::Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq", "--no-install-recommends", "rsync"])
@@ -357,7 +362,10 @@ async fn gcl_volumes(store: &Podman) -> Result<BTreeSet<String>> {
 /// Remove what a gitlab-ci-local run left: its volumes not in `before`, and every container that
 /// mounts one of them (its job and util containers carry no label, but each mounts its job's
 /// volumes). Returns (containers, volumes) removed.
-async fn remove_peer_leftovers(store: &Podman, before: &BTreeSet<String>) -> Result<(usize, usize)> {
+async fn remove_peer_leftovers(
+    store: &Podman,
+    before: &BTreeSet<String>,
+) -> Result<(usize, usize)> {
     let new: Vec<String> = gcl_volumes(store)
         .await?
         .into_iter()
@@ -630,8 +638,9 @@ pub async fn run(opts: &PeerOptions) -> Result<(PeerBench, PathBuf)> {
             )
             .await?;
             f.flush()?;
-            check_runnerlab(&o)
-                .with_context(|| format!("runnerlab warm run {i}: see {}", out.join(&log).display()))?;
+            check_runnerlab(&o).with_context(|| {
+                format!("runnerlab warm run {i}: see {}", out.join(&log).display())
+            })?;
             let wall = o.wall.context("no pipeline time")?.as_secs_f64();
             samples.push(warm_sample(&lab, o.pipeline.unwrap_or(0), wall));
             eprintln!("runnerlab bench --peer: [{seq}] runnerlab warm {wall:.2}s");
