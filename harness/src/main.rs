@@ -137,8 +137,8 @@ enum Cmd {
     /// Measure end-to-end overhead, dispatch latency and set-up times.
     Bench {
         /// Number of trivial jobs to time per mode (docker mode: per variant). Not with --fleet,
-        /// whose burst is the fixture's 20 jobs.
-        #[arg(long, default_value_t = 10, conflicts_with = "fleet")]
+        /// whose burst is the fixture's 20 jobs, nor --peer (3 runs per tool).
+        #[arg(long, default_value_t = 10, conflicts_with_all = ["fleet", "peer"])]
         jobs: usize,
         /// Executor modes: shell, docker, custom or all (repeatable).
         #[arg(long = "executor", short = 'e', default_value = "all")]
@@ -151,6 +151,13 @@ enum Cmd {
         /// `-e shell` for one), writes bench-fleet.json.
         #[arg(long)]
         fleet: bool,
+        /// Instead: side by side with gitlab-ci-local 4.65.0 (npm-installed into the cache on
+        /// first use): the `peer-bench` fixture (5 jobs, 3 stages, an artifact) through `runnerlab
+        /// run` in docker mode on a warm lab and through gitlab-ci-local on rootless Podman as the
+        /// lab user, 3 runs each in turns, then 2 whole `runnerlab run`s (lab start included);
+        /// prints each run and the wall-time ratios, writes bench-peer.json. Not asserted.
+        #[arg(long, conflicts_with_all = ["pinp", "fleet", "executors", "engine"])]
+        peer: bool,
         /// The Podman the labs run on (`host`, `trixie`); the trivial-job bench only.
         #[arg(long, default_value = "host")]
         engine: String,
@@ -663,9 +670,20 @@ async fn real_main(cli: Cli) -> Result<bool> {
             executors,
             pinp,
             fleet,
+            peer,
             engine,
             runner,
         } => {
+            if peer {
+                let opts = bench::peer::PeerOptions {
+                    runner: runner.options()?,
+                    ..Default::default()
+                };
+                let (report, dir) = bench::peer::run(&opts).await?;
+                print!("{report}");
+                println!("bench-peer.json: {}", dir.join("bench-peer.json").display());
+                return Ok(true);
+            }
             let modes = parse_executors(&executors)?;
             if fleet {
                 for mode in modes {

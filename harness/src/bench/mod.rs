@@ -6,6 +6,7 @@
 //! - set-up: the runner forge warm (cache hit) and `Lab::start` warm; the cold forge time recorded
 //!   in the cached build's provenance.
 
+pub mod peer;
 pub mod pinp;
 
 use std::time::{Duration, Instant};
