@@ -367,13 +367,15 @@ pub(super) fn shutdown(install: &EngineInstall, holder: Option<&HolderState>) ->
                 gid: h.uid,
                 home: PathBuf::from("/"),
             });
-        // Stopping through Podman tears the networks down (netavark's rules and bridges). No
-        // grace: with no owner left, whatever still runs is a leftover.
+        // Removing through Podman tears the networks down (netavark's rules and bridges). No
+        // grace, and the records go too: the engine's stores are runnerlab's alone, so with no
+        // owner left every container in them is a leftover (a `--rm` container whose cleanup
+        // process is killed below would otherwise stay as a record).
         for who in [None, Some(&user)] {
             let (prog, pre) = argv_for(pid, &marker(install), who, &[]);
             let _ = Command::new(&prog)
                 .args(&pre)
-                .args(["stop", "--all", "--time", "0"])
+                .args(["rm", "--all", "--force", "--time", "0"])
                 .current_dir("/")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
