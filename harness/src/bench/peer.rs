@@ -162,7 +162,15 @@ fn ensure_prerequisites() -> Result<()> {
         );
         let st = std::process::Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends", "rsync"])
+            .args([
+                "-o",
+                crate::host::APT_LOCK_WAIT,
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "rsync",
+            ])
             .status()
             .context("running apt-get")?;
         ensure!(

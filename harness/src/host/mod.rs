@@ -422,10 +422,19 @@ pub fn setup() -> Result<()> {
         println!("  ✓ packages installed");
     } else {
         println!("  → apt-get install {}", missing.join(" "));
-        sh(Command::new("apt-get").args(["update", "-qq"]))?;
+        // Another apt (a second set-up, unattended upgrades) may hold dpkg's lock: wait for it
+        // rather than fail a fresh machine's first run.
+        sh(Command::new("apt-get").args(["-o", APT_LOCK_WAIT, "update", "-qq"]))?;
         sh(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args([
+                "-o",
+                APT_LOCK_WAIT,
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+            ])
             .args(&missing))?;
     }
     std::fs::create_dir_all("/etc/containers")?;
@@ -508,3 +517,6 @@ pub fn setup() -> Result<()> {
         bail!("host setup incomplete: see the ✗ lines above")
     }
 }
+
+/// How long apt waits for dpkg's lock held by another apt (seconds, as apt's option).
+pub const APT_LOCK_WAIT: &str = "DPkg::Lock::Timeout=600";
