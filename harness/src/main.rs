@@ -112,7 +112,9 @@ enum Cmd {
         /// --out directories with `runnerlab merge`.
         #[arg(long, value_name = "k/N")]
         partition: Option<String>,
-        /// Run each side N times (flaky cases show up as unstable).
+        /// After the cases, soak each stack N builds per mode (in turns) and put the leak verdicts
+        /// side by side; a verdict that holds on A and fails on B is a regression of the gate
+        /// (accept it as `soak:<metric> <mode> <reason>`).
         #[arg(long, value_name = "N")]
         soak: Option<usize>,
         /// The compare directory (default target/runnerlab/compare-<time>/); must not hold a/ or b/.
@@ -203,6 +205,9 @@ enum Cmd {
         /// Output directory (default target/runnerlab/soak-<run>/).
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+        /// The Podman engine to soak on: host, or trixie (installed by `setup --engine trixie`).
+        #[arg(long, default_value = "host")]
+        engine: String,
         #[command(flatten)]
         runner: RunnerArgs,
     },
@@ -727,9 +732,11 @@ async fn real_main(cli: Cli) -> Result<bool> {
             restart_api_after,
             disk_full,
             out,
+            engine,
             runner,
         } => {
             let mut opts = soak::SoakOptions::new(parse_executors(&executors)?, builds);
+            opts.engine = runnerlab::engine::open(&engine)?;
             opts.interval = std::time::Duration::from_millis(interval_ms.max(50));
             opts.store_every = store_every.max(1);
             opts.check_interval = check_interval;

@@ -164,3 +164,55 @@ async fn the_same_runner_from_two_sources_agrees_but_for_provenance() -> Result<
     );
     Ok(())
 }
+
+/// `--soak N`: both stacks soaked, their leak verdicts side by side. Stack B's runner configuration
+/// switches on the custom driver's leak (its cleanup leaves a container per build): the soak
+/// table shows the verdict that held on A failing on B, and that regression fails the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_that_leaks_on_b_is_a_regression_of_the_gate() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let mut o = options(
+        "podman=host",
+        &format!("podman=host,config={}=1", runnerlab::soak::LEAK_VARIABLE),
+        &["hello"],
+        out.path(),
+    )?;
+    o.suite.modes = vec![Executor::Custom];
+    o.soak = Some(12);
+    let c = compare::run(&o).await?;
+    let soak = c.soak.as_ref().expect("a soak comparison");
+    let table = soak
+        .rows
+        .iter()
+        .map(|r| format!("{} {} {:?} {:?} {:?}", r.mode, r.metric, r.a, r.b, r.class))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let row = soak
+        .rows
+        .iter()
+        .find(|r| r.mode == "custom" && r.metric == "lab.containers")
+        .expect("a lab.containers row");
+    ensure!(
+        row.class == compare::soak::SoakClass::Regression,
+        "lab.containers should regress:\n{table}"
+    );
+    ensure!(
+        row.a.as_ref().is_some_and(|a| a.status == "pass")
+            && row.b.as_ref().is_some_and(|b| b.status == "FAIL"),
+        "{table}"
+    );
+    ensure!(
+        !c.diff.gate.passed && c.diff.gate.exit_code == 1,
+        "the gate should fail: {:?}",
+        c.diff.gate
+    );
+    for f in ["a/soak/soak.json", "b/soak/report.html"] {
+        ensure!(out.path().join(f).is_file(), "{f} is missing");
+    }
+    let md = std::fs::read_to_string(out.path().join("compare.md"))?;
+    ensure!(
+        md.contains("## Soak") && md.contains("| custom | lab.containers | pass"),
+        "{md}"
+    );
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //!   the gate;
 //! - [`render`]: `compare.json` (schema [`SCHEMA`]), `compare.md`, `compare.html`;
 //! - [`partition`]: `--partition k/N` and the merge of the parts;
-//! - [`baseline`]: `--save-baseline NAME` / `--baseline NAME` under `<cache>/baselines/`.
+//! - [`baseline`]: `--save-baseline NAME` / `--baseline NAME` under `<cache>/baselines/`;
+//! - [`soak`]: `--soak N`: both stacks soaked, leak verdicts side by side, in the gate.
 //!
 //! A compare directory holds `a/` and `b/` (each a whole report directory: `report.json`, its
 //! traces) next to `compare.{json,md,html}`, so it is self-contained and its links resolve.
@@ -23,6 +24,7 @@ pub mod baseline;
 pub mod diff;
 pub mod partition;
 pub mod render;
+pub mod soak;
 pub mod stack;
 
 pub use diff::{Accept, Class, Diff, Gate, Side};
@@ -59,6 +61,9 @@ pub struct Comparison {
     pub accept: Vec<Accept>,
     #[serde(flatten)]
     pub diff: Diff,
+    /// `--soak N`: both sides soaked (`a/soak/`, `b/soak/`); its regressions are in `diff.gate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<soak::SoakComparison>,
 }
 
 /// Read a `report.json`: a missing file, broken JSON, another schema or a report that does not
@@ -108,7 +113,7 @@ pub struct CompareOptions {
     /// Modes, cases, parallelism and runner options shared by both runs; each stack's runner,
     /// engine and configuration are applied by [`run_stack`].
     pub suite: SuiteOptions,
-    /// `--soak N`: each side N times (not run yet).
+    /// `--soak N`: after the cases, each side soaked N builds per mode (its modes).
     pub soak: Option<usize>,
     /// The compare directory.
     pub out: PathBuf,
@@ -208,28 +213,95 @@ fn side_info(
 pub fn finish(out: &Path, a: SideInfo, b: SideInfo, accept: Vec<Accept>) -> Result<Comparison> {
     let sa = Side::load(&out.join("a"))?;
     let sb = Side::load(&out.join("b"))?;
-    let d = diff::diff(
+    let mut d = diff::diff(
         &sa,
         &sb,
         &accept,
         &format!("A ({})", a.label),
         &format!("B ({})", b.label),
     )?;
+    let soaks = load_soak(&out.join("a/soak"))?.zip(load_soak(&out.join("b/soak"))?);
+    let soak = soaks.map(|(ra, rb)| {
+        // Accept lines for soak verdicts (`soak:<metric>`) are used by the soak comparison.
+        let mut used: Vec<bool> = accept
+            .iter()
+            .map(|x| !x.case.starts_with("soak:"))
+            .collect();
+        let s = soak::compare((&ra, "a/soak"), (&rb, "b/soak"), &accept, &mut used);
+        d.unused_accepts.retain(|x| {
+            !x.case.starts_with("soak:")
+                || !accept
+                    .iter()
+                    .zip(&used)
+                    .any(|(y, u)| *u && y.case == x.case && y.mode == x.mode)
+        });
+        d.gate.unaccepted_regressions += s.unaccepted_regressions;
+        d.gate.passed = d.gate.unaccepted_regressions == 0;
+        d.gate.exit_code = u8::from(!d.gate.passed);
+        s
+    });
     let c = Comparison {
         schema: SCHEMA.into(),
         a: side_info(a.label, a.stack, a.baseline, "a", &sa.report),
         b: side_info(b.label, b.stack, b.baseline, "b", &sb.report),
         accept,
         diff: d,
+        soak,
     };
     render::write(&c, out)?;
     Ok(c)
 }
 
+/// A side's soak report, when the side was soaked (`<side>/soak/soak.json`).
+fn load_soak(dir: &Path) -> Result<Option<crate::soak::SoakReport>> {
+    let p = dir.join(crate::soak::render::JSON);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is not a runnerlab soak report ({}) — fix: run the compare again",
+            p.display(),
+            e.to_string().replace('\n', " ")
+        )
+    })
+}
+
+/// Soak `stack` `builds` builds per mode of `suite` into `out` (the side's `soak/`).
+async fn soak_stack(stack: &Stack, suite: &SuiteOptions, builds: usize, out: &Path) -> Result<()> {
+    let s = suite_for(stack, suite)?;
+    let mut o = crate::soak::SoakOptions::new(s.modes.clone(), builds);
+    o.runner = s.runner;
+    o.engine = s.engine;
+    o.config_env = s.config_env;
+    o.out_dir = Some(out.to_path_buf());
+    eprintln!("runnerlab compare: soaking {stack}: {builds} builds per mode");
+    let (r, _) = crate::soak::run(&o)
+        .await
+        .with_context(|| format!("soaking {stack}"))?;
+    eprintln!(
+        "runnerlab compare: soak of {stack}: {} in {:.0} s",
+        if r.passed { "pass" } else { "FAIL" },
+        r.wall_s
+    );
+    Ok(())
+}
+
 /// `runnerlab compare`: run (or load) both sides, compare them, write the compare directory.
 pub async fn run(opts: &CompareOptions) -> Result<Comparison> {
-    if opts.soak.is_some() {
-        bail!("--soak is not wired into compare yet — fix: leave it out for now");
+    if opts.soak == Some(0) {
+        bail!("--soak 0 soaks nothing — fix: --soak N with N ≥ 10 (100 for a nightly verdict)");
+    }
+    if opts.soak.is_some() && opts.suite.partition.is_some() {
+        bail!(
+            "--soak with --partition would soak both stacks in every part — fix: run the soak as a compare of its own, without --partition"
+        );
+    }
+    if opts.soak.is_some() && opts.baseline.is_some() {
+        bail!(
+            "--soak soaks both stacks, and a baseline is a saved report, not a stack — fix: compare two stacks (--a/--b) with --soak, or leave --soak out"
+        );
     }
     // A baseline that cannot be used fails before anything is created or run.
     let base = opts.baseline.as_deref().map(baseline::load).transpose()?;
@@ -259,6 +331,11 @@ pub async fn run(opts: &CompareOptions) -> Result<Comparison> {
     let (r, dir) = run_stack(&opts.b, &opts.suite).await?;
     place_side(&r, &dir, &opts.out.join("b"))?;
     let b_info = side_info(opts.b.label(), Some(opts.b.clone()), None, "b", &r);
+    if let Some(n) = opts.soak {
+        // In turns, never side by side: the two soaks' curves would share the two cores.
+        soak_stack(&opts.a, &opts.suite, n, &opts.out.join("a/soak")).await?;
+        soak_stack(&opts.b, &opts.suite, n, &opts.out.join("b/soak")).await?;
+    }
     finish(&opts.out, a_info, b_info, opts.accept.clone())
 }
 

@@ -51,6 +51,14 @@ pub fn summary_line(c: &Comparison) -> String {
         "output differs",
         "outputs differ",
     ));
+    if let Some(soak) = &c.soak {
+        let n = |k: super::soak::SoakClass| soak.rows.iter().filter(|r| r.class == k).count();
+        parts.push(format!(
+            "soak: {} regressions, {} fixes",
+            n(super::soak::SoakClass::Regression),
+            n(super::soak::SoakClass::Fix)
+        ));
+    }
     format!(
         "{} — GATE: {}",
         parts.join(", "),
@@ -197,6 +205,9 @@ pub fn markdown(c: &Comparison) -> String {
             s.push_str(&format!("| {} |\n", cost_cells(r).join(" | ")));
         }
     }
+    if let Some(soak) = &c.soak {
+        s.push_str(&super::soak::markdown(soak));
+    }
     s
 }
 
@@ -316,6 +327,35 @@ pub fn html(c: &Comparison) -> String {
         }
         s.push_str("</table>\n");
     }
+    if let Some(soak) = &c.soak {
+        s.push_str(&format!(
+            "<h2>Soak</h2>\n<p>{} builds per mode on each side. A: {} (<a href=\"{}/report.html\">soak report</a>); B: {} (<a href=\"{}/report.html\">soak report</a>).</p>\n<table>\n<tr><th>mode</th><th>metric</th><th>A</th><th>B</th><th>class</th></tr>\n",
+            soak.b.builds_per_mode,
+            esc(&soak.a.engine),
+            esc(&soak.a.dir),
+            esc(&soak.b.engine),
+            esc(&soak.b.dir),
+        ));
+        for r in &soak.rows {
+            let bg = match r.class {
+                super::soak::SoakClass::Regression => "#ffd6d6",
+                super::soak::SoakClass::Fix => "#d6ffd6",
+                super::soak::SoakClass::Unchanged | super::soak::SoakClass::NotComparable => "#fff",
+                _ => "#fff3c4",
+            };
+            s.push_str(&format!(
+                "<tr style=\"background:{bg}\"><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td title=\"{}\">{}</td><td>{}</td></tr>\n",
+                esc(&r.mode),
+                esc(&r.metric),
+                esc(r.a.as_ref().map(|c| c.note.as_str()).unwrap_or("")),
+                esc(&super::soak::cell_text(r.a.as_ref(), &r.unit)),
+                esc(r.b.as_ref().map(|c| c.note.as_str()).unwrap_or("")),
+                esc(&super::soak::cell_text(r.b.as_ref(), &r.unit)),
+                esc(r.class.name()),
+            ));
+        }
+        s.push_str("</table>\n");
+    }
     s.push_str("</body></html>\n");
     s
 }
@@ -408,6 +448,7 @@ mod tests {
             b: info("podman=<trixie>", "b", &sb),
             accept: accept.clone(),
             diff: diff(&sa, &sb, &accept, "A", "B").unwrap(),
+            soak: None,
         }
     }
 

@@ -39,6 +39,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// What the report names the engine by: Podman, conmon, the OCI runtime, the network backend
     /// and the rootless network, each with its version.
     fn facts(&self) -> Facts;
+
+    /// Where the host sees a path that this engine's podman names (a store's graph root, say):
+    /// the engine may run in a mount namespace of its own.
+    fn host_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        path.to_path_buf()
+    }
 }
 
 pub use trixie::{Component, Facts};

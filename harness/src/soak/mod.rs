@@ -61,6 +61,10 @@ pub struct SoakOptions {
     pub restart_api_after: Option<usize>,
     /// Also run the disk-full scenario on a store of this many MiB (root only).
     pub disk_full_mib: Option<u64>,
+    /// The Podman engine the labs run on (`--engine`).
+    pub engine: crate::engine::EngineRef,
+    /// A stack's runner configuration (`compare`'s `config=`): `[runners] environment` entries.
+    pub config_env: Vec<(String, String)>,
 }
 
 impl SoakOptions {
@@ -77,6 +81,8 @@ impl SoakOptions {
             shared_host: false,
             restart_api_after: None,
             disk_full_mib: None,
+            engine: crate::engine::host(),
+            config_env: Vec::new(),
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct SoakReport {
     pub id: String,
     pub started: String,
     pub builds_per_mode: usize,
+    /// The Podman engine soaked: its name and components (older reports: the host engine).
+    #[serde(default)]
+    pub engine: String,
     pub leak_switch: bool,
     /// The disk-full scenario, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,11 +257,14 @@ pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
         .clone()
         .unwrap_or_else(|| crate::paths::run_output_dir(&format!("soak-{id}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let podman = Podman::lab()?;
-    let user = podman
-        .user()
-        .context("soak runs watch the rootless store; run `cargo lab setup` first")?
-        .clone();
+    if opts.disk_full_mib.is_some() && opts.engine.name() != crate::engine::host().name() {
+        bail!(
+            "--disk-full builds a loop-mounted store for the host engine only\n  fix: leave out --disk-full, or --engine"
+        );
+    }
+    let user = crate::engine::podman::LabUser::lookup()
+        .context("soak runs watch the rootless store; run `cargo lab setup` first")?;
+    let podman = Podman::rootless_on(opts.engine.clone(), user.clone());
     let store_paths = StorePaths::of(&podman).await?;
     let sampler = ProcSampler::start(sampler::UserIds::of(&user), opts.interval);
     let t0 = Instant::now();
@@ -349,6 +361,7 @@ pub async fn run(opts: &SoakOptions) -> Result<(SoakReport, PathBuf)> {
         id,
         started,
         builds_per_mode: opts.builds,
+        engine: format!("{}: {}", opts.engine.name(), opts.engine.facts().describe()),
         leak_switch: opts.leak,
         interrupted,
         disk_full,
@@ -393,7 +406,17 @@ async fn soak_mode(
     let mut lopts = LabOptions::new(mode);
     lopts.runner = opts.runner.clone();
     lopts.check_interval = Some(opts.check_interval);
-    eprintln!("runnerlab soak: {mode}: starting a lab");
+    lopts.engine = opts.engine.clone();
+    for (k, v) in &opts.config_env {
+        lopts
+            .extras
+            .register_args
+            .extend(["--env".into(), format!("{k}={v}")]);
+    }
+    eprintln!(
+        "runnerlab soak: {mode}: starting a lab (engine {})",
+        opts.engine.name()
+    );
     let mut lab = Lab::start_with(lopts).await?;
     let lab_start_s = lab.started_in().as_secs_f64();
     sampler.set_targets(Targets {

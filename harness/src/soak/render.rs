@@ -16,6 +16,9 @@ use super::verdict::{self, Verdict};
 use super::{ModeSoak, PerBuild, SoakReport};
 use crate::paths::write_atomic;
 
+/// The soak's whole report, in its output directory.
+pub const JSON: &str = "soak.json";
+
 pub fn write_all(r: &SoakReport, out: &Path) -> Result<()> {
     let plots = plots(r, out)?;
     write_atomic(&out.join("builds.csv"), builds_csv(r).as_bytes())?;
@@ -27,10 +30,7 @@ pub fn write_all(r: &SoakReport, out: &Path) -> Result<()> {
     write_atomic(&out.join("report.md"), markdown(r, &plots).as_bytes())?;
     write_atomic(&out.join("report.html"), html(r, &plots).as_bytes())?;
     // Last: its presence says the directory is complete.
-    write_atomic(
-        &out.join("soak.json"),
-        serde_json::to_string_pretty(r)?.as_bytes(),
-    )?;
+    write_atomic(&out.join(JSON), serde_json::to_string_pretty(r)?.as_bytes())?;
     Ok(())
 }
 
@@ -107,7 +107,7 @@ fn plots(r: &SoakReport, out: &Path) -> Result<Vec<Plot>> {
                 .find(|v| v.mode == m.mode && v.metric == metric.rule.metric);
             let file = format!("plots/{}-{}.svg", m.mode, metric.rule.metric);
             let svg = svg(
-                &format!("{} · {}", m.mode, metric.rule.metric),
+                &plot_title(&m.mode, metric.rule.metric, v),
                 metric.rule.unit,
                 &per_build,
                 &curve,
@@ -177,6 +177,35 @@ fn curve(r: &SoakReport, m: &ModeSoak, get: fn(&PerBuild) -> Option<f64>) -> Vec
     out
 }
 
+/// A plot's title says its verdict, so a page of plots reads at a glance.
+fn plot_title(mode: &str, metric: &str, v: Option<&Verdict>) -> String {
+    let verdict = match v {
+        None => return format!("{mode} · {metric}"),
+        Some(v) if !v.judged && v.note.starts_with("too short") => "too short to judge".into(),
+        Some(v) if !v.judged => "not judged".into(),
+        Some(v) if v.known.is_some() => "known finding".into(),
+        Some(v) if v.pass => "pass".into(),
+        Some(v) => {
+            let (div, unit) = human_unit(&v.unit, v.slope_per_build.abs());
+            format!(
+                "LEAK {:+.1} {unit}/build{}",
+                v.slope_per_build / div,
+                if v.binding { "" } else { " (not binding)" }
+            )
+        }
+    };
+    format!("{mode} · {metric} — {verdict}")
+}
+
+/// KiB values shown in the unit that keeps them short: (divisor, unit).
+fn human_unit(unit: &str, max: f64) -> (f64, &str) {
+    match unit {
+        "KiB" if max >= 1024.0 * 1024.0 * 10.0 => (1024.0 * 1024.0, "GiB"),
+        "KiB" if max >= 1024.0 * 10.0 => (1024.0, "MiB"),
+        u => (1.0, u),
+    }
+}
+
 fn svg(
     title: &str,
     unit: &str,
@@ -184,6 +213,16 @@ fn svg(
     curve: &[(f64, f64)],
     v: Option<&Verdict>,
 ) -> Result<String> {
+    // Axes in human units: 74 MiB, not 75776.0 KiB.
+    let top = points
+        .iter()
+        .chain(curve)
+        .map(|p| p.1.abs())
+        .fold(0.0_f64, f64::max);
+    let (div, unit) = human_unit(unit, top);
+    let scale =
+        |s: &[(f64, f64)]| -> Vec<(f64, f64)> { s.iter().map(|p| (p.0, p.1 / div)).collect() };
+    let (points, curve) = (&scale(points)[..], &scale(curve)[..]);
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (560, 300)).into_drawing_area();
@@ -242,6 +281,7 @@ fn verdict_rows(r: &SoakReport) -> Vec<[String; 5]> {
                 v.mode.clone(),
                 v.metric.clone(),
                 match (v.pass, v.binding) {
+                    _ if !v.judged && v.note.starts_with("too short") => "too short to judge",
                     _ if !v.judged => "not judged",
                     _ if v.known.is_some() => "known finding",
                     (true, _) => "pass",
@@ -452,4 +492,33 @@ fn html(r: &SoakReport, plots: &[Plot]) -> String {
                 Dots: per-build readings; line: the 1&nbsp;Hz samples between them; \
                 green/red: the fitted slope (pass/leak).</p>\n</body></html>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_use_human_units_and_say_the_verdict() {
+        assert_eq!(human_unit("KiB", 75_776.0), (1024.0, "MiB"));
+        assert_eq!(human_unit("KiB", 900.0), (1.0, "KiB"));
+        assert_eq!(human_unit("fds", 90_000.0), (1.0, "fds"));
+        let mut v =
+            super::super::judge::count_verdict("shell", "runner.rss", "KiB", 0.0, "".into());
+        v.unit = "KiB".into();
+        v.pass = false;
+        v.slope_per_build = 20_480.0;
+        assert_eq!(
+            plot_title("shell", "runner.rss", Some(&v)),
+            "shell · runner.rss — LEAK +20.0 MiB/build"
+        );
+        v.judged = false;
+        v.note = "too short to judge: …".into();
+        assert_eq!(
+            plot_title("shell", "runner.rss", Some(&v)),
+            "shell · runner.rss — too short to judge"
+        );
+        let svg = svg("t", "KiB", &[(1.0, 70_000.0), (2.0, 75_000.0)], &[], None).unwrap();
+        assert!(svg.contains("MiB") && !svg.contains("KiB"), "{svg}");
+    }
 }

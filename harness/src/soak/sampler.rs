@@ -21,11 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::engine::podman::{Inventory, LabUser, Podman};
 
 /// The process groups a sample reports, in report order.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "runner",
     "podman-api",
     "conmon",
     "slirp4netns",
+    // Podman 5's rootless network (the trixie engine): does it linger as slirp4netns does on 4.3?
+    "pasta",
     "catatonit",
     "user",
 ];
@@ -308,6 +310,7 @@ fn classify(procs: &[Proc], targets: &Targets, ids: &UserIds) -> BTreeMap<u32, V
         match p.comm.as_str() {
             "conmon" => g.push("conmon"),
             "slirp4netns" => g.push("slirp4netns"),
+            c if c.starts_with("pasta") => g.push("pasta"),
             "catatonit" => g.push("catatonit"),
             _ => {}
         }
@@ -585,9 +588,15 @@ impl StorePaths {
             .await
             .context("asking podman info for the store's paths")?;
         let mut l = out.lines();
+        // Podman names its paths in its engine's view; the soak measures them from the host's.
+        let mut path = || {
+            podman
+                .engine()
+                .host_path(Path::new(l.next().unwrap_or_default().trim()))
+        };
         Ok(StorePaths {
-            graphroot: PathBuf::from(l.next().unwrap_or_default().trim()),
-            runroot: PathBuf::from(l.next().unwrap_or_default().trim()),
+            graphroot: path(),
+            runroot: path(),
         })
     }
 }

@@ -539,6 +539,12 @@ impl crate::engine::Engine for TrixieEngine {
     fn facts(&self) -> Facts {
         TrixieEngine::facts(self)
     }
+
+    fn host_path(&self, path: &Path) -> PathBuf {
+        // The holder's view of its namespace: the runroot is the namespace's own tmpfs.
+        PathBuf::from(format!("/proc/{}/root", self.holder.pid))
+            .join(path.strip_prefix("/").unwrap_or(path))
+    }
 }
 
 #[cfg(test)]
