@@ -178,7 +178,7 @@ async fn a_soak_that_leaks_on_b_is_a_regression_of_the_gate() -> Result<()> {
         out.path(),
     )?;
     o.suite.modes = vec![Executor::Custom];
-    o.soak = Some(12);
+    o.soak = Some(8);
     let c = compare::run(&o).await?;
     let soak = c.soak.as_ref().expect("a soak comparison");
     let table = soak
